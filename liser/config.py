@@ -1,0 +1,331 @@
+"""Every setting of liser, with its default, in one place.
+
+Configs are frozen dataclasses. YAML is how they are saved and loaded; unknown keys are rejected
+with the nearest valid name. ``--set a.b=value`` overrides work on any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the dataclass it is meant for."""
+
+
+# --------------------------------------------------------------------------------------------
+# Front end and student
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """Waveform -> log-Mel settings. Saved in every feature cache, store and checkpoint."""
+
+    sample_rate: int = 16000  # Hz
+    window_seconds: float = 3.0  # length of one student input window
+    n_mels: int = 64
+    win_seconds: float = 0.025  # STFT window (400 samples at 16 kHz), Hann
+    hop_seconds: float = 0.010  # STFT hop (160 samples)
+    n_fft: int = 512  # FFT size (window zero-padded to it)
+    f_min: float = 0.0  # Hz
+    f_max: float = 8000.0  # Hz
+    log_floor: float = 1e-6  # log(max(mel_power, log_floor))
+    normalize: str = "utterance"  # "utterance" (per window mean/std per mel) | "global" | "none"
+    pad: str = "repeat"  # short clips: "repeat" (tile the clip) | "zero" (zeros after the end)
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_seconds * self.sample_rate)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_seconds * self.sample_rate)
+
+    @property
+    def win_samples(self) -> int:
+        return round(self.win_seconds * self.sample_rate)
+
+    @property
+    def n_frames(self) -> int:
+        """Frames per window (centred STFT): 301 for 3 s at a 10 ms hop."""
+        return self.window_samples // self.hop_samples + 1
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """CNN-LSTM student. Class counts are filled in from the data at training time."""
+
+    conv_channels: tuple[int, ...] = (16, 32, 64, 128)  # one conv block (3x3, BN, ReLU, pool) each
+    pool: tuple[int, int] = (2, 2)  # (freq, time) max-pool after each block
+    lstm_hidden: int = 128
+    lstm_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.3
+    n_classes: int = 0  # supervised head (target classes); 0 = from the data
+    n_audio_classes: int = 0  # speech-distillation head; 0 = from the audio teacher / n_classes
+    n_video_classes: int = 7  # video-distillation head (FER's 7 classes)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    manifest: str = ""  # labeled manifest (.parquet, .csv or .jsonl)
+    classes: tuple[str, ...] = ()  # target classes in order; () = the corpus's own list
+    folds: str = "auto"  # "auto" | "ravdess" (EmoBox 6 folds) | "speaker" (k speaker folds) | "column"
+    n_folds: int = 6  # for folds="speaker"
+    fold: int = 1  # 1-based test fold
+    val_fraction: float = 0.15  # share of training *speakers* held out for validation
+    label_fraction: float = 1.0  # stratified, seeded share of training clips whose labels are kept
+    cache_dir: str = "~/.cache/liser/features"  # on-disk feature cache; "" disables it
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-3  # AdamW peak learning rate
+    weight_decay: float = 1e-2
+    batch_size: int = 32
+    epochs: int = 60
+    schedule: str = "onecycle"  # "onecycle" | "cosine" | "constant"
+    warmup_fraction: float = 0.1
+    patience: int = 15  # early stopping on validation UAR, in epochs; 0 = off
+    class_weighting: bool = True  # inverse-frequency weights in the supervised CE
+    label_smoothing: float = 0.0
+    grad_clip: float = 5.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    random_crop: bool = True  # random 3 s crop of longer clips in training
+    time_masks: int = 2  # SpecAugment time masks per example
+    time_mask_frames: int = 25
+    freq_masks: int = 2
+    freq_mask_bins: int = 8
+    gain_db: float = 6.0  # random gain in +-gain_db (before the log)
+    noise_snr_db: float = 0.0  # additive white noise at this SNR with p=0.5; 0 = off
+    mixup: float = 0.0  # mixup alpha on labeled batches; 0 = off
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """LiSER's distillation from teacher soft labels on unlabeled windows."""
+
+    stores: tuple[str, ...] = ()  # soft-label stores (folders of Parquet shards); () = supervised
+    audio_weight: float = 1.0  # lambda_a
+    video_weight: float = 1.0  # lambda_v
+    loss: str = "mae"  # "mae" (paper) | "ce" | "kl" | "mse"
+    temperature: float = 1.0  # for "kl"
+    weighting: str = "confidence"  # "none" | "confidence" (paper) | "entropy" | "calibrated"
+    schedule: str = "joint"  # "joint" (paper) | "two-stage"
+    stage1_epochs: int = 20  # two-stage: epochs of distillation before fine-tuning on labels
+    unlabeled_ratio: float = 1.0  # unlabeled windows per labeled clip in each step
+    teachers: str = "both"  # "both" | "audio" | "video"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: a student on one fold, supervised or with distillation."""
+
+    name: str = "run"
+    output_dir: str = "runs/run"
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1"
+    precision: str = "auto"  # "auto" | "fp32" | "bf16"
+    num_threads: int = 0  # torch threads; 0 = torch's default
+    frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A grid of training runs over folds and seeds, summarised in one results table."""
+
+    name: str = "experiment"
+    output_dir: str = "runs/experiment"
+    base: TrainConfig = field(default_factory=TrainConfig)
+    grid: dict[str, list] = field(default_factory=dict)  # dotted key -> values, full product
+    folds: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    seeds: tuple[int, ...] = (0,)
+    corpus: str = ""  # "ravdess" | "cremad": shows the paper's numbers beside ours
+
+
+# --------------------------------------------------------------------------------------------
+# Teachers and labeling
+
+
+@dataclass(frozen=True)
+class AudioTeacherConfig:
+    """An audio encoder (HuBERT, wav2vec 2.0, WavLM, Whisper) with LoRA and a pooling head."""
+
+    spec: str = "facebook/hubert-base-ls960"  # hub id, local folder, CTranslate2 Whisper folder
+    layer: str = "weighted"  # "weighted" (learned sum of all layers) | "last" | an integer
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    freeze_encoder: bool = False  # True: no LoRA, train the head on frozen features only
+    whisper_pad_30s: bool = False  # Whisper: pad each window to 30 s as in the original model
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    batch_size: int = 8
+    epochs: int = 10
+    patience: int = 3
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
+    device: str = "auto"
+    seed: int = 0
+    output_dir: str = "runs/audio-teacher"
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass(frozen=True)
+class VideoTeacherConfig:
+    """Face detector + facial-expression model, pooled over time as in the paper."""
+
+    spec: str = ""  # .hdf5, .onnx, TorchScript .pt, or a folder with model + classes JSON
+    face_detector: str = ""  # Haar .xml or BlazeFace .tflite
+    frame_rate: float = 5.0  # frames sampled per second of video
+    clip_seconds: float = 0.5  # per-frame probabilities averaged over 0.5 s clips
+    min_face_coverage: float = 0.5  # share of sampled frames with a face; below -> masked
+    face_margin: float = 0.2  # extra margin around the detected box, relative to its size
+    batch_size: int = 64
+    temperature: float = 1.0  # fitted by calibration; 1.0 = uncalibrated
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Unlabeled files -> 3 s windows -> teacher soft labels in a Parquet store."""
+
+    window_seconds: float = 3.0
+    hop_seconds: float = 3.0  # window hop; < window_seconds for overlapping windows
+    min_seconds: float = 1.0  # a trailing window shorter than this is dropped
+    audio_teacher: str = ""  # SPEC; "" = no audio teacher
+    video_teacher: str = ""  # SPEC; "" = no video teacher
+    face_detector: str = ""
+    batch_size: int = 32
+    shard_windows: int = 2048  # rows per Parquet shard
+    chunk_seconds: float = 60.0  # decode long files in chunks of this length
+    engine: str = "local"  # "local" | "ray"
+    ray_gpus_per_actor: float = 0.0
+    ray_actors: int = 1
+    frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
+    video: VideoTeacherConfig = field(default_factory=VideoTeacherConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, saving, overrides
+
+
+def to_dict(config: Any) -> dict:
+    """A plain dict (tuples as lists) of a config dataclass, ready for YAML or JSON."""
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(config)
+
+
+def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys with the nearest valid name."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown key '{where}{key}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, where: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if dataclasses.is_dataclass(value):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{where}' must be a mapping, got {value!r}")
+        return from_dict(hint, value, where + ".")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{where}' must be a list, got {value!r}")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, bool, str) and not isinstance(value, hint):
+        if hint is str and isinstance(value, (int, float)):
+            return str(value)
+        raise ConfigError(f"'{where}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides=()) -> Any:
+    """Read a YAML file (or nothing: defaults) into ``cls``, then apply ``--set`` overrides."""
+    data: dict = {}
+    if path is not None:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file must be a YAML mapping")
+    apply_overrides(data, list(overrides))
+    return from_dict(cls, data)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a config as YAML (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    tmp.replace(path)
+
+
+def replace(config: Any, **changes) -> Any:
+    """``dataclasses.replace`` with dotted keys: ``replace(cfg, **{"optim.lr": 1e-3})``."""
+    data = to_dict(config)
+    for key, value in changes.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return from_dict(type(config), data)
