@@ -62,11 +62,14 @@ class FrontEndConfig:
 class StudentConfig:
     """CNN-LSTM student. Class counts are filled in from the data at training time."""
 
-    conv_channels: tuple[int, ...] = (16, 32, 64, 128)  # one conv block (3x3, BN, ReLU, pool) each
+    # Defaults: ~94 k parameters, ~19 M MACs per 3 s window, ~2-3 ms per window on 1 CPU thread
+    # (benchmarks/bench_student.py). (16, 32, 64, 128) with lstm_hidden=128 is ~370 k / 74 M / ~6 ms.
+    conv_channels: tuple[int, ...] = (8, 16, 32, 64)  # one conv block (3x3, BN, ReLU, pool) each
     pool: tuple[int, int] = (2, 2)  # (freq, time) max-pool after each block
-    lstm_hidden: int = 128
+    lstm_hidden: int = 64
     lstm_layers: int = 1
     bidirectional: bool = True
+    temporal_pooling: str = "mean"  # "mean" | "attention" (softmax-weighted mean) over LSTM steps
     dropout: float = 0.3
     n_classes: int = 0  # supervised head (target classes); 0 = from the data
     n_audio_classes: int = 0  # speech-distillation head; 0 = from the audio teacher / n_classes
@@ -87,7 +90,8 @@ class DataConfig:
     val_fraction: float = 0.15  # share of training *speakers* held out for validation
     label_fraction: float = 1.0  # stratified, seeded share of training clips whose labels are kept
     cache_dir: str = "~/.cache/liser/features"  # on-disk feature cache; "" disables it
-    num_workers: int = 0
+    num_workers: int = 0  # threads reading clips at start-up (0 = 1)
+    eval_hop_seconds: float = 1.0  # hop of the windows covering a clip at evaluation
 
 
 @dataclass(frozen=True)
@@ -177,13 +181,21 @@ class AudioTeacherConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_top_layers: int = 0  # LoRA only in the top k layers (0 = all); lower layers' outputs cached
     freeze_encoder: bool = False  # True: no LoRA, train the head on frozen features only
     whisper_pad_30s: bool = False  # Whisper: pad each window to 30 s as in the original model
-    lr: float = 1e-4
-    head_lr: float = 1e-3
-    batch_size: int = 8
-    epochs: int = 10
-    patience: int = 3
+    window_seconds: float = 3.0  # teacher input windows (the student's window)
+    hop_seconds: float = 1.0  # hop between windows of a longer clip (training windows, clip mean)
+    head_dropout: float = 0.1
+    lr: float = 1e-4  # LoRA adapters (AdamW)
+    head_lr: float = 1e-3  # pooling head and layer weights
+    weight_decay: float = 1e-2
+    batch_size: int = 8  # windows per LoRA step and per inference batch
+    head_batch_size: int = 64  # windows per step when training the head on cached features
+    epochs: int = 10  # LoRA epochs (frozen: head_epochs)
+    head_epochs: int = 100  # epochs of head-only training on cached features (fast)
+    patience: int = 3  # early stopping on validation UAR, in epochs (frozen: 10 x patience)
+    cache_dir: str = "~/.cache/liser/teacher-features"  # cached encoder outputs; "" = off
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
     device: str = "auto"
     seed: int = 0
@@ -211,16 +223,21 @@ class LabelConfig:
 
     window_seconds: float = 3.0
     hop_seconds: float = 3.0  # window hop; < window_seconds for overlapping windows
-    min_seconds: float = 1.0  # a trailing window shorter than this is dropped
-    audio_teacher: str = ""  # SPEC; "" = no audio teacher
-    video_teacher: str = ""  # SPEC; "" = no video teacher
-    face_detector: str = ""
-    batch_size: int = 32
-    shard_windows: int = 2048  # rows per Parquet shard
+    min_seconds: float = 1.0  # an uncovered tail (or a whole clip) shorter than this gets no window
+    audio_teacher: str = ""  # SPEC; "" = no audio teacher (or the one recorded in the store)
+    video_teacher: str = ""  # SPEC; "" = no video teacher (or the one recorded in the store)
+    face_detector: str = ""  # Haar .xml or BlazeFace .tflite, for the video teacher
+    batch_size: int = 32  # windows per audio-teacher call
+    shard_windows: int = 2048  # rows per Parquet shard (~80 MB of float16 features at 64 mels)
     chunk_seconds: float = 60.0  # decode long files in chunks of this length
+    device: str = "auto"  # audio teacher device: "auto" | "cpu" | "cuda" | "cuda:1"
     engine: str = "local"  # "local" | "ray"
-    ray_gpus_per_actor: float = 0.0
-    ray_actors: int = 1
+    ray_address: str = ""  # Ray cluster to join; "" = the running or a new local Ray
+    ray_workers: int = 1  # clip workers: decode, features, video teacher
+    ray_cpus_per_worker: float = 1.0
+    ray_actors: int = 1  # audio-teacher actors
+    ray_cpus_per_actor: float = 1.0
+    ray_gpus_per_actor: float = 0.0  # GPUs per audio-teacher actor (e.g. 0.5: two per GPU)
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
     video: VideoTeacherConfig = field(default_factory=VideoTeacherConfig)
 

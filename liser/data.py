@@ -1,0 +1,308 @@
+"""Training data: labeled clips held in memory, augmented training crops, evaluation windows, and
+the unlabeled stream of teacher soft labels read from soft-label stores.
+
+Two ways to hold labeled clips (chosen by ``clip_mode``):
+
+- ``"features"`` (``data.cache_dir`` set, no waveform noise): the un-normalised log-Mel of every
+  whole clip (``features.cached_features``, read from / written to the on-disk ``FeatureCache``) is
+  kept as float16; a training example is a random crop of ``n_frames`` frames, normalised per
+  window afterwards (``LogMel.normalise``). Frame ``t`` of a crop starting at sample ``s`` is frame
+  ``s / hop + t`` of the clip, so crops equal per-window log-Mel except in the two frames at each
+  edge, where a per-window STFT would reflect-pad.
+- ``"waves"`` (no cache, or ``augment.noise_snr_db > 0``): waveforms are kept and each batch is
+  cropped, gain-scaled, noised and turned into log-Mel on the fly.
+
+Every random draw of a batch is made for the whole *global* batch from a generator seeded by
+(seed, epoch), so a run split over DDP processes sees exactly the inputs of a single-process run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .audio import AudioError, fit_window, load_audio, window_starts
+from .config import AugmentConfig, DataConfig, FrontEndConfig
+from .features import FeatureCache, LogMel, cached_features
+
+log = logging.getLogger(__name__)
+
+
+def clip_mode(data: DataConfig, augment: AugmentConfig) -> str:
+    """"features" (cached whole-clip log-Mel, cropped in frames) or "waves" (log-Mel per batch)."""
+    return "features" if data.cache_dir and augment.noise_snr_db <= 0 else "waves"
+
+
+@dataclass
+class ClipSet:
+    """The usable clips of one split, in memory. ``items[i]`` is clip i's un-normalised log-Mel
+    (n_mels, T_i >= n_frames) float16 in "features" mode, or its wave (N_i,) float32 in "waves"."""
+
+    df: pd.DataFrame
+    labels: np.ndarray  # (N,) int64 class indices
+    items: list[np.ndarray]
+    mode: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def load_clips(
+    df: pd.DataFrame,
+    classes: tuple[str, ...],
+    frontend: FrontEndConfig,
+    data: DataConfig,
+    mode: str,
+    progress=None,
+) -> ClipSet:
+    """Read every clip of ``df`` once (threads: ``data.num_workers``, 0 = 1). Files that cannot be
+    used are skipped with a warning naming them and the reason, and listed in ``.skipped``."""
+    logmel = LogMel(frontend)
+    cache = FeatureCache(data.cache_dir, frontend) if mode == "features" else None
+    rows = df.to_dict(orient="records")
+
+    def read(row):
+        duration = row["duration"] if pd.notna(row["duration"]) else None
+        try:
+            if mode == "features":
+                x = cached_features(row["path"], float(row["start"]), duration, cache, logmel)
+                return x.astype(np.float16)
+            return load_audio(row["path"], frontend.sample_rate, float(row["start"]), duration)
+        except AudioError as error:
+            return error
+        except Exception as error:  # noqa: BLE001 - any failure skips the clip, named
+            return AudioError(row["path"], f"{type(error).__name__}: {error}")
+
+    task = progress.add_task("loading clips", total=len(rows)) if progress is not None else None
+    items, keep, skipped = [], [], []
+    with ThreadPoolExecutor(max(1, data.num_workers)) as pool:
+        for i, result in enumerate(pool.map(read, rows)):
+            if isinstance(result, AudioError):
+                log.warning("skipped %s", result)
+                skipped.append((result.path, result.reason))
+            else:
+                items.append(result)
+                keep.append(i)
+            if task is not None:
+                progress.advance(task)
+    if task is not None:
+        progress.remove_task(task)
+    kept = df.iloc[keep].reset_index(drop=True)
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[label] for label in kept["label"]], dtype=np.int64)
+    return ClipSet(kept, labels, items, mode, skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# Training batches
+
+
+def draw_augment(rng: np.random.Generator, n: int, augment: AugmentConfig) -> dict:
+    """Random draws for ``n`` training examples (crop position, gain, noise, SpecAugment masks)."""
+    return {
+        "crop": rng.random(n),
+        "gain_db": rng.uniform(-augment.gain_db, augment.gain_db, n)
+        if augment.gain_db > 0
+        else np.zeros(n),
+        "noise": rng.random(n) < 0.5,
+        "noise_seed": rng.integers(0, 2**31, n),
+        "time_width": rng.integers(0, augment.time_mask_frames + 1, (n, augment.time_masks)),
+        "time_start": rng.random((n, augment.time_masks)),
+        "freq_width": rng.integers(0, augment.freq_mask_bins + 1, (n, augment.freq_masks)),
+        "freq_start": rng.random((n, augment.freq_masks)),
+    }
+
+
+def take(draws: dict, rows: slice | np.ndarray) -> dict:
+    """The draws of some examples (e.g. this process's share of a global batch)."""
+    return {k: v[rows] for k, v in draws.items()}
+
+
+def _offset(u: float, n: int, size: int) -> int:
+    return min(int(u * (n - size + 1)), n - size) if n > size else 0
+
+
+def train_batch(
+    clips: ClipSet,
+    index: np.ndarray,
+    draws: dict,
+    logmel: LogMel,
+    augment: AugmentConfig,
+) -> torch.Tensor:
+    """Augmented, normalised training inputs of clips ``index``: (B, n_mels, n_frames) float32."""
+    frontend = logmel.frontend
+    n_frames, size = frontend.n_frames, frontend.window_samples
+    crop = draws["crop"] if augment.random_crop else np.full(len(index), 0.5)
+    if clips.mode == "features":
+        parts = []
+        for i, u in zip(index, crop, strict=True):
+            x = clips.items[i]
+            start = _offset(u, x.shape[1], n_frames)
+            parts.append(torch.from_numpy(x[:, start : start + n_frames].astype(np.float32)))
+        x = torch.stack(parts)
+        if augment.gain_db > 0:  # a gain of g dB adds g ln(10) / 10 to the log of the power
+            shift = torch.from_numpy(draws["gain_db"] * math.log(10) / 10).float()
+            x = torch.clamp(x + shift[:, None, None], min=math.log(frontend.log_floor))
+    else:
+        waves = []
+        for j, (i, u) in enumerate(zip(index, crop, strict=True)):
+            wave = clips.items[i]
+            if len(wave) > size:
+                start = _offset(u, len(wave), size)
+                wave = wave[start : start + size]
+            else:
+                wave = fit_window(wave, size, frontend.pad)
+            wave = wave * np.float32(10 ** (draws["gain_db"][j] / 20))
+            if augment.noise_snr_db > 0 and draws["noise"][j]:
+                noise = np.random.default_rng(draws["noise_seed"][j]).standard_normal(size)
+                power = float(np.mean(wave**2)) / 10 ** (augment.noise_snr_db / 10)
+                wave = wave + (math.sqrt(power) * noise).astype(np.float32)
+            waves.append(wave)
+        with torch.no_grad():
+            x = logmel.log_mel(torch.from_numpy(np.stack(waves)))
+    with torch.no_grad():
+        x = logmel.normalise(x)
+    return spec_augment(x, draws)
+
+
+def spec_augment(x: torch.Tensor, draws: dict) -> torch.Tensor:
+    """SpecAugment: time and frequency bands (widths and positions from ``draws``) set to each
+    example's mean (0 for per-utterance normalised features). x (B, M, T) -> (B, M, T)."""
+    batch, n_mels, n_frames = x.shape
+    masked = torch.zeros(batch, n_mels, n_frames, dtype=torch.bool)
+    for key, size, dim in (("time", n_frames, 2), ("freq", n_mels, 1)):
+        width = torch.from_numpy(draws[f"{key}_width"]).long()  # (B, k)
+        if width.numel() == 0:
+            continue
+        start = (torch.from_numpy(draws[f"{key}_start"]) * (size - width + 1).clamp(min=1)).long()
+        pos = torch.arange(size)
+        band = ((pos >= start[..., None]) & (pos < (start + width)[..., None])).any(1)  # (B, size)
+        masked |= band[:, None, :] if dim == 2 else band[:, :, None]
+    if not masked.any():
+        return x
+    fill = x.mean(dim=(1, 2), keepdim=True).expand_as(x)
+    return torch.where(masked, fill, x)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation windows
+
+
+def eval_windows(
+    clips: ClipSet, logmel: LogMel, hop_seconds: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows covering every clip (``audio.window_starts``, hop ``hop_seconds``; a tail of at
+    least half a hop gets one more window aligned to the end), normalised.
+
+    Returns features (W, n_mels, n_frames) float16 and clip_of (W,) int64: the clip of each window,
+    whose outputs are averaged per clip at evaluation.
+    """
+    frontend = logmel.frontend
+    size, hop = frontend.window_samples, max(1, round(hop_seconds * frontend.sample_rate))
+    n_frames, frame_hop = frontend.n_frames, frontend.hop_samples
+    windows, clip_of = [], []
+    for i, item in enumerate(clips.items):
+        if clips.mode == "features":
+            n_samples = (item.shape[1] - 1) * frame_hop
+            for start in window_starts(n_samples, size, hop, hop // 2) or [0]:
+                first = min(round(start / frame_hop), item.shape[1] - n_frames)
+                x = torch.from_numpy(item[:, first : first + n_frames].astype(np.float32))
+                windows.append(logmel.normalise(x[None])[0].half())
+                clip_of.append(i)
+        else:
+            starts = window_starts(len(item), size, hop, hop // 2) or [0]
+            waves = np.stack([fit_window(item[s : s + size], size, frontend.pad) for s in starts])
+            with torch.no_grad():
+                windows.extend(logmel(torch.from_numpy(waves)).half())
+            clip_of.extend([i] * len(starts))
+    return torch.stack(windows), torch.tensor(clip_of, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------------------------
+# Unlabeled stream
+
+
+class UnlabeledStream:
+    """Windows with teacher soft labels from one or more soft-label stores.
+
+    Each epoch starts a fresh seeded shuffle of every store (``iter_batches(seed, epoch)``); each
+    step takes the next batch of a store drawn with probability proportional to its size, and a
+    store that runs out starts another shuffled pass. Only a store's read buffer is in memory.
+    The epoch's stream is a function of (seed, epoch) alone, so a resumed run continues exactly.
+
+    Batches: ``features`` (B, n_mels, n_frames), ``audio_probs`` (B, Ca), ``audio_mask`` (B,),
+    ``video_probs`` (B, Cv), ``video_mask`` (B,), and the teachers' calibration temperatures
+    ``audio_temperature`` / ``video_temperature`` (floats from the stores' headers, 1 if unset).
+    """
+
+    def __init__(self, paths, frontend: FrontEndConfig, seed: int = 0):
+        from .store import StoreError, check_frontend, open_store
+
+        self.stores = [open_store(p) for p in paths]
+        self.seed = seed
+        for store in self.stores:
+            check_frontend(store, frontend)
+            if len(store) == 0:
+                raise StoreError(f"{store.path}: the store holds no windows")
+        self.audio_classes = _agree(self.stores, "audio_classes")
+        self.video_classes = _agree(self.stores, "video_classes")
+        self.sizes = np.array([len(s) for s in self.stores], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return int(self.sizes.sum())
+
+    def epoch(self, epoch: int, batch_size: int):
+        """Endless iterator of batches for one epoch (close it when the epoch ends)."""
+        rng = np.random.default_rng([self.seed, epoch, 17])
+        passes = [0] * len(self.stores)
+        iters = [self._open(i, epoch, 0, batch_size) for i in range(len(self.stores))]
+        try:
+            while True:
+                i = int(rng.choice(len(self.stores), p=self.sizes / self.sizes.sum()))
+                batch = next(iters[i], None)
+                if batch is None:
+                    passes[i] += 1
+                    iters[i] = self._open(i, epoch, passes[i], batch_size)
+                    batch = next(iters[i])
+                yield self._complete(self.stores[i], batch)
+        finally:
+            for it in iters:
+                it.close()
+
+    def _open(self, i: int, epoch: int, n_pass: int, batch_size: int):
+        return self.stores[i].iter_batches(
+            batch_size, shuffle=True, seed=self.seed + 1000003 * i, epoch=epoch * 1000 + n_pass
+        )
+
+    def _complete(self, store, batch: dict) -> dict:
+        """Give every batch both teachers' columns (zeros, masked, for a teacher a store lacks)."""
+        n = batch["features"].shape[0]
+        for kind, classes in (("audio", self.audio_classes), ("video", self.video_classes)):
+            info = getattr(store, kind)
+            if not info:
+                batch[f"{kind}_probs"] = torch.zeros(n, len(classes))
+                batch[f"{kind}_mask"] = torch.zeros(n, dtype=torch.bool)
+            batch[f"{kind}_temperature"] = float((info or {}).get("temperature") or 1.0)
+        return batch
+
+
+def _agree(stores, attribute: str) -> tuple[str, ...]:
+    """The class list all stores with that teacher share; StoreError when two stores differ."""
+    from .store import StoreError
+
+    found = {}
+    for store in stores:
+        classes = getattr(store, attribute)
+        if classes:
+            found.setdefault(classes, store.path)
+    if len(found) > 1:
+        listing = "; ".join(f"{path}: {list(c)}" for c, path in found.items())
+        raise StoreError(f"stores disagree on the {attribute.replace('_', ' ')}: {listing}")
+    return next(iter(found), ())

@@ -1,0 +1,423 @@
+"""Unlabeled files -> 3 s windows -> teacher soft labels in a soft-label store.
+
+``label(src, store, config)`` lists the clips of a folder (recursively), a manifest or one file,
+and labels every clip not yet in the store (``label_clips.py`` does the per-clip work; the local
+engine here, ``ray_engine.py`` for a Ray cluster). The job is resumable: shards are committed
+atomically with the clips they complete, so a killed run started again skips what is done and
+never duplicates rows. A teacher whose fingerprint differs from the rows' recomputes only its own
+columns (``relabel.py``). Bad files are skipped and reported, with the reason, in store.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import store as st
+from .audio import AudioError, window_starts
+from .config import LabelConfig
+from .label_clips import Clip, audio_columns, clip_windows, list_clips
+from .video_io import VideoError, probe
+
+
+@dataclass
+class LabelJob:
+    """Everything one labeling run needs, and its bookkeeping (skips, counts, header writes)."""
+
+    store_dir: Path
+    config: LabelConfig
+    header: dict
+    audio: object | None  # AudioTeacher
+    video: object | None  # VideoTeacher
+    todo: list[Clip]
+    show_progress: bool = True
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+    files: int = 0
+    windows: int = 0
+    needs_repair: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def logmel(self):
+        if not hasattr(self, "_logmel"):
+            from .features import LogMel
+
+            self._logmel = LogMel(self.config.frontend).eval()
+        return self._logmel
+
+    def skip(self, clip: Clip, reason: str, written: bool = False) -> None:
+        """Record a clip that cannot be labeled (``written``: some of its rows reached a shard)."""
+        self.needs_repair |= written
+        reason = reason.removeprefix(f"{clip.path}: ")
+        self.header["skipped"][clip.key] = {"path": clip.path, "reason": reason, **_stamp(clip)}
+        if self.show_progress:
+            self.console.print(f"[yellow]skipped[/] {clip.key}: {reason}")
+
+    def done_clip(self, clip: Clip, n_windows: int) -> None:
+        self.header["skipped"].pop(clip.key, None)
+        self.files += 1
+        self.windows += n_windows
+
+    def no_window_reason(self, clip: Clip) -> str:
+        return f"no window: shorter than {self.config.min_seconds} s or digital silence throughout"
+
+    def flush(self, writer: st.ShardWriter, before=None, last: bool = False) -> None:
+        """Write the buffered rows as a shard, then store.json (skips); repair at the end."""
+        if before is not None:
+            before()
+        writer.flush()
+        if last and self.needs_repair:
+            st.repair_store(self.store_dir)
+        st.write_header(self.store_dir, self.header)
+
+    def progress_bar(self):
+        """A rich progress bar over the estimated windows of ``todo`` (``.advance(n)``)."""
+        if not self.show_progress:
+            return contextlib.nullcontext(_NoBar())
+        return _Bar(self.todo, self.config, self.console)
+
+    def teacher(self, kind: str):
+        return self.audio if kind == "audio" else self.video
+
+
+def label(
+    src: str | Path,
+    store_dir: str | Path,
+    config: LabelConfig | None = None,
+    audio_teacher=None,
+    video_teacher=None,
+    progress: bool = True,
+) -> dict:
+    """Label every clip of ``src`` into the store at ``store_dir``; return the store's summary.
+
+    Teachers are objects (``.classes``, ``.fingerprint``, ``.predict`` / ``.predict_window``) or
+    SPEC strings; when omitted, ``config.audio_teacher`` / ``config.video_teacher``, then the specs
+    recorded in the store, are used. A rerun skips done clips; rows labeled by another version of
+    a teacher (other fingerprint) get that teacher's columns recomputed, nothing else.
+    """
+    config = config or LabelConfig()
+    _check_config(config)
+    clips = list_clips(src)
+    store_dir = Path(store_dir)
+    with st.StoreLock(store_dir):
+        header = _open_header(store_dir, config)
+        audio, video = _resolve_teachers(header, config, audio_teacher, video_teacher)
+        st.write_header(store_dir, header)
+        st.repair_store(store_dir)
+        done = st.done_clips(store_dir)
+        todo = [c for c in clips if c.key not in done and not _skipped_before(header, c)]
+        job = LabelJob(store_dir, config, header, audio, video, todo, progress)
+        from .relabel import relabel_stale
+
+        relabel_stale(job)
+        if todo:
+            if config.engine == "ray":
+                from .ray_engine import label_clips_ray
+
+                label_clips_ray(job)
+            elif config.engine == "local":
+                label_clips_local(job)
+            else:
+                raise ValueError(f"engine must be 'local' or 'ray', got {config.engine!r}")
+        return summarize(job)
+
+
+def label_clips_local(job: LabelJob) -> None:
+    """Label ``job.todo`` in this process, batching the audio teacher across clips."""
+    config = job.config
+    writer = st.ShardWriter(job.store_dir, config.shard_windows)
+    pending: list[dict] = []  # rows waiting for the audio teacher
+
+    def run_pending() -> None:
+        if pending:
+            rows = {k: [v for p in pending for v in p[k]] for k in pending[0] if k != "wave"}
+            waves = np.concatenate([p["wave"] for p in pending])
+            rows.update(audio_columns(job.audio, waves, config.batch_size))
+            writer.add(rows)
+            pending.clear()
+
+    with job.progress_bar() as bar:
+        for clip in job.todo:
+            n_windows, flushed = 0, False
+            try:
+                for rows in clip_windows(clip, config, job.logmel, job.video):
+                    pending.append(rows)
+                    n_windows += len(rows["start"])
+                    bar.advance(len(rows["start"]))
+                    waiting = sum(len(p["start"]) for p in pending)
+                    if waiting >= config.batch_size:
+                        run_pending()
+                    if writer.rows + waiting >= config.shard_windows:
+                        flushed = True  # some rows of this clip may now be in a shard
+                        job.flush(writer, before=run_pending)
+            except (AudioError, VideoError) as error:
+                pending[:] = [p for p in pending if p["clip"][0] != clip.key]
+                writer.discard(clip.key)
+                job.skip(clip, str(error), written=flushed)
+                continue
+            if n_windows == 0:
+                job.skip(clip, job.no_window_reason(clip))
+                continue
+            writer.complete(clip.key)
+            job.done_clip(clip, n_windows)
+            bar.file_done()
+        job.flush(writer, before=run_pending, last=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing: config, header, teachers
+
+
+def _check_config(config: LabelConfig) -> None:
+    if abs(config.window_seconds - config.frontend.window_seconds) > 1e-9:
+        raise ValueError(
+            f"label window_seconds ({config.window_seconds}) must equal frontend.window_seconds "
+            f"({config.frontend.window_seconds}): the student reads windows of that length"
+        )
+    if config.hop_seconds <= 0 or not 0 <= config.min_seconds <= config.window_seconds:
+        raise ValueError(
+            f"need hop_seconds > 0 and 0 <= min_seconds <= window_seconds, got hop "
+            f"{config.hop_seconds}, min {config.min_seconds}"
+        )
+    if config.shard_windows < 1 or config.batch_size < 1 or config.chunk_seconds <= 0:
+        raise ValueError("shard_windows, batch_size and chunk_seconds must be positive")
+
+
+def _open_header(store_dir: Path, config: LabelConfig) -> dict:
+    """The store's header, new or checked against ``config`` (front end, window, hop)."""
+    if not (store_dir / st.HEADER).exists():
+        return st.new_header(
+            config.frontend, config.window_seconds, config.hop_seconds, config.min_seconds
+        )
+    header = st.read_header(store_dir)
+    diff = st.frontend_differences(st.header_frontend(header), config.frontend)
+    for key in ("window_seconds", "hop_seconds", "min_seconds"):
+        if abs(header[key] - getattr(config, key)) > 1e-9:
+            diff.append(f"{key}: {header[key]!r} != {getattr(config, key)!r}")
+    if diff:
+        raise st.StoreError(
+            f"{store_dir}: the store was made with other settings ({'; '.join(diff)}); "
+            "label into a new store or use the store's settings"
+        )
+    return header
+
+
+def _resolve_teachers(header: dict, config: LabelConfig, audio_teacher, video_teacher):
+    """Load the teachers (argument, then config, then the store's record) and record them."""
+    stored = header["teachers"]
+    audio = audio_teacher or config.audio_teacher or _stored_spec(stored, "audio")
+    video = video_teacher or config.video_teacher or _stored_spec(stored, "video")
+    detector = config.face_detector or (stored.get("video") or {}).get("face_detector") or ""
+    if isinstance(audio, str):
+        from .teachers import load_audio_teacher
+
+        audio = load_audio_teacher(audio, device=_device(config.device))
+    if isinstance(video, str):
+        from .teachers import load_video_teacher
+
+        video = load_video_teacher(video, face_detector=detector, config=config.video)
+    for kind, teacher, spec in (
+        ("audio", audio, audio_teacher or config.audio_teacher),
+        ("video", video, video_teacher or config.video_teacher),
+    ):
+        if teacher is None:
+            continue
+        old = stored.get(kind) or {}
+        info = {
+            "spec": spec if isinstance(spec, str) else getattr(teacher, "spec", None),
+            "classes": list(teacher.classes),
+            "fingerprint": teacher.fingerprint,
+            "temperature": getattr(
+                teacher, "temperature", getattr(getattr(teacher, "config", None), "temperature", None)
+            ),
+        }
+        if info["spec"] is None and old.get("fingerprint") == teacher.fingerprint:
+            info["spec"] = old.get("spec")
+        if kind == "video":
+            info["face_detector"] = detector or None
+        stored[kind] = info
+    return audio, video
+
+
+def _stored_spec(stored: dict, kind: str):
+    info = stored.get(kind)
+    if not info:
+        return None
+    if not info.get("spec"):
+        raise st.StoreError(
+            f"the store's {kind} teacher (fingerprint {info['fingerprint']}) was given as an "
+            f"object, not a SPEC; pass it again to continue this store"
+        )
+    return info["spec"]
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _stamp(clip: Clip) -> dict:
+    try:
+        stat = os.stat(clip.path)
+        return {"size": stat.st_size, "mtime": stat.st_mtime}
+    except OSError:
+        return {"size": None, "mtime": None}
+
+
+def _skipped_before(header: dict, clip: Clip) -> bool:
+    """True when the clip was skipped by an earlier run and its file has not changed since."""
+    record = header["skipped"].get(clip.key)
+    if record is None:
+        return False
+    stamp = _stamp(clip)
+    return stamp["size"] == record.get("size") and stamp["mtime"] == record.get("mtime")
+
+
+# --------------------------------------------------------------------------------------------
+# Progress and summary
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} windows/s" if speed else "- windows/s", style="progress.data.speed")
+
+
+class _Bar:
+    """Progress over the estimated number of windows (from headers: no decoding)."""
+
+    def __init__(self, clips: list[Clip], config: LabelConfig, console: Console):
+        self.progress = Progress(
+            TextColumn("[bold]label[/]"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} windows"),
+            TextColumn("{task.fields[files]}/{task.fields[n_files]} files"),
+            _Rate(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.total = sum(_expected_windows(c, config) for c in clips)
+        self.task = self.progress.add_task("label", total=self.total, files=0, n_files=len(clips))
+        self.done = 0
+
+    def __enter__(self) -> _Bar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.update(self.task, total=self.done)
+        self.progress.stop()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.done > self.total:
+            self.total = self.done
+            self.progress.update(self.task, total=self.total)
+        self.progress.advance(self.task, n)
+
+    def file_done(self) -> None:
+        files = self.progress.tasks[0].fields["files"] + 1
+        self.progress.update(self.task, files=files)
+
+
+class _NoBar:
+    def advance(self, n: int) -> None:
+        pass
+
+    def file_done(self) -> None:
+        pass
+
+
+def _expected_windows(clip: Clip, config: LabelConfig) -> int:
+    try:
+        duration = (clip.end or probe(clip.path).duration) - clip.start
+    except VideoError:
+        return 0
+    sr = config.frontend.sample_rate
+    return len(
+        window_starts(
+            round(duration * sr),
+            config.frontend.window_samples,
+            round(config.hop_seconds * sr),
+            round(config.min_seconds * sr),
+        )
+    )
+
+
+def summarize(job: LabelJob) -> dict:
+    """Summary of the whole store (and of this run), written to store.json and printed."""
+    import pyarrow.compute as pc
+
+    shards = st.shard_paths(job.store_dir)
+    columns = ["clip", "start", "end", "video_probs", "face_coverage", "audio_probs"]
+    table = st.SCHEMA.empty_table().select(columns)
+    if shards:
+        table = job_dataset(job.store_dir).to_table(columns=columns)
+    per_clip = table.group_by("clip").aggregate([("start", "min"), ("end", "max")])
+    seconds = pc.sum(pc.subtract(per_clip["end_max"], per_clip["start_min"])).as_py() or 0.0
+    with_video = table.num_rows - table["face_coverage"].null_count
+    with_face = table.num_rows - table["video_probs"].null_count
+    reasons: dict[str, int] = {}
+    for record in job.header["skipped"].values():
+        reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
+    elapsed = time.perf_counter() - job.started
+    summary = {
+        "files": per_clip.num_rows,
+        "windows": table.num_rows,
+        "hours": round(seconds / 3600, 4),
+        "windows_with_audio_labels": table.num_rows - table["audio_probs"].null_count,
+        "windows_with_video": with_video,
+        "windows_with_face": with_face,
+        "face_share": round(with_face / with_video, 4) if with_video else None,
+        "skipped_files": len(job.header["skipped"]),
+        "skipped_reasons": reasons,
+        "this_run": {
+            "files": job.files,
+            "windows": job.windows,
+            "seconds": round(elapsed, 2),
+            "windows_per_second": round(job.windows / elapsed, 2) if elapsed > 0 else None,
+        },
+    }
+    job.header["summary"] = summary
+    st.write_header(job.store_dir, job.header)
+    if job.show_progress:
+        _print_summary(job, summary)
+    return summary
+
+
+def job_dataset(store_dir: Path):
+    import pyarrow.dataset as ds
+
+    return ds.dataset(Path(store_dir) / st.SHARDS, format="parquet", schema=st.SCHEMA)
+
+
+def _print_summary(job: LabelJob, summary: dict) -> None:
+    table = Table(title=f"store {job.store_dir}", show_header=False)
+    face = summary["face_share"]
+    run = summary["this_run"]
+    rows = [
+        ("files", f"{summary['files']} ({run['files']} this run)"),
+        ("windows", f"{summary['windows']} ({run['windows']} this run, "
+         f"{run['windows_per_second'] or 0:.1f} windows/s)"),
+        ("hours", f"{summary['hours']:.3f}"),
+        ("windows with a face", "no video" if face is None
+         else f"{summary['windows_with_face']} of {summary['windows_with_video']} ({face:.1%})"),
+        ("skipped files", str(summary["skipped_files"])),
+    ]  # fmt: skip
+    for reason, count in sorted(summary["skipped_reasons"].items(), key=lambda x: -x[1])[:10]:
+        rows.append((f"  {count} x", reason))
+    for key, value in rows:
+        table.add_row(key, value)
+    job.console.print(table)

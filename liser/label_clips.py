@@ -1,0 +1,272 @@
+"""The per-clip work of labeling, shared by the local and the Ray engines.
+
+A clip (a file or a segment of one) is decoded in chunks (bounded memory for hours-long files)
+and cut into windows with the rule of prediction (``audio.window_starts``: a hop grid, plus one
+end-aligned window for an uncovered tail of at least ``min_seconds``; a clip shorter than a window
+is padded). Each window gets the student's log-Mel features and, from frames sampled at the
+configured rate, the video teacher's probabilities and face coverage; the audio teacher runs on
+batches of windows gathered across clips. Windows of digital silence are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SILENT_PEAK, AudioError, fit_window, load_audio, stream_audio, window_starts
+from .config import LabelConfig
+from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from .video_io import VideoError, iter_frames, probe
+
+MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A file, or a segment of one, to label. ``key`` names it in the store (column ``clip``)."""
+
+    key: str
+    path: str
+    start: float = 0.0  # seconds
+    end: float | None = None  # seconds; None = to the end of the file
+
+    @property
+    def has_video(self) -> bool:
+        return Path(self.path).suffix.lower() not in AUDIO_EXTENSIONS
+
+
+def list_clips(src: str | Path) -> list[Clip]:
+    """The clips of a folder (media files found recursively), a manifest, or one media file.
+
+    A manifest row is a whole file when it starts at 0 and its path appears once; otherwise it is
+    the segment [start, start + duration).
+    """
+    src = Path(src)
+    if src.is_dir():
+        media = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+        files = sorted(
+            p
+            for p in src.rglob("*")
+            if p.suffix.lower() in media and p.is_file() and not p.name.startswith(".")
+        )
+        return [Clip(str(p.absolute()), str(p.absolute())) for p in files]
+    if src.suffix.lower() in MANIFEST_EXTENSIONS:
+        from .manifest import read_manifest
+
+        df = read_manifest(src)
+        counts = df["path"].value_counts()
+        clips = []
+        for path, start, duration in zip(df["path"], df["start"], df["duration"]):
+            start = 0.0 if np.isnan(start) else float(start)
+            if start == 0.0 and counts[path] == 1:
+                clips.append(Clip(path, path))
+            else:
+                end = None if np.isnan(duration) else start + float(duration)
+                key = f"{path}#{start:.3f}+{'' if end is None else f'{end - start:.3f}'}"
+                clips.append(Clip(key, path, start, end))
+        return clips
+    if src.is_file():
+        return [Clip(str(src.absolute()), str(src.absolute()))]
+    raise FileNotFoundError(f"{src}: no such folder, manifest or media file")
+
+
+def clip_from_key(key: str, source: str) -> Clip:
+    """The clip a store row belongs to, from its ``clip`` and ``source`` columns."""
+    if key == source or "#" not in key:
+        return Clip(key, source)
+    start, _, duration = key.rsplit("#", 1)[1].partition("+")
+    end = float(start) + float(duration) if duration else None
+    return Clip(key, source, float(start), end)
+
+
+def window_id(clip_key: str, index: int) -> str:
+    return f"{hashlib.sha1(clip_key.encode()).hexdigest()[:12]}-{index:06d}"
+
+
+# --------------------------------------------------------------------------------------------
+# Audio: chunks and windows
+
+
+def audio_chunks(clip: Clip, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    """The clip's audio as consecutive float32 mono chunks (``AudioError`` for a bad file)."""
+    if clip.start == 0.0 and clip.end is None:
+        yield from stream_audio(clip.path, sample_rate, chunk_seconds)
+        return
+    at = clip.start
+    while clip.end is None or at < clip.end - 1e-9:
+        duration = chunk_seconds if clip.end is None else min(chunk_seconds, clip.end - at)
+        try:
+            wave = load_audio(clip.path, sample_rate, at, duration, min_seconds=0, allow_silent=True)
+        except AudioError as error:
+            if at > clip.start and ("beyond the end" in error.reason or "no audio" in error.reason):
+                return  # the file ended exactly at a chunk boundary
+            raise
+        yield wave
+        if len(wave) < round(duration * sample_rate):
+            return
+        at += duration
+
+
+class WindowCutter:
+    """Cut a stream of chunks into windows as ``audio.window_starts`` would cut the whole clip.
+
+    ``feed(chunk)`` and ``finish()`` return lists of ``(index, start_sample, n_real, wave)`` with
+    ``wave`` (window,) float32 (padded when n_real < window). Keeps at most one window plus one
+    chunk in memory.
+    """
+
+    def __init__(self, window: int, hop: int, min_samples: int, pad: str = "repeat"):
+        self.window, self.hop, self.min_samples, self.pad = window, hop, min_samples, pad
+        self.buffer = np.zeros(0, np.float32)
+        self.offset = 0  # sample index of buffer[0]
+        self.total = 0
+        self.next_start = 0
+        self.count = 0
+
+    def _take(self, start: int, n_real: int) -> tuple:
+        piece = self.buffer[start - self.offset : start - self.offset + n_real]
+        wave = piece if n_real == self.window else fit_window(piece, self.window, self.pad)
+        self.count += 1
+        return (self.count - 1, start, n_real, np.ascontiguousarray(wave, dtype=np.float32))
+
+    def feed(self, chunk: np.ndarray) -> list[tuple]:
+        self.buffer = np.concatenate([self.buffer, chunk])
+        self.total += len(chunk)
+        out = []
+        while self.next_start + self.window <= self.total:
+            out.append(self._take(self.next_start, self.window))
+            self.next_start += self.hop
+        keep = max(0, min(self.next_start, self.total - self.window))
+        if keep > self.offset:
+            self.buffer = self.buffer[keep - self.offset :]
+            self.offset = keep
+        return out
+
+    def finish(self) -> list[tuple]:
+        n = self.total
+        if n == 0 or n < self.min_samples:
+            return []
+        if self.count == 0:
+            return [self._take(0, min(n, self.window))]  # a clip no longer than a window
+        last_end = self.next_start - self.hop + self.window
+        if n - last_end >= max(1, self.min_samples):
+            return [self._take(n - self.window, self.window)]  # end-aligned tail window
+        return []
+
+
+class FrameWindows:
+    """Frames sampled at ``frame_rate`` grouped by window, for windows given in time order."""
+
+    def __init__(self, path: str, frame_rate: float, start: float, end: float | None):
+        self.frames = iter_frames(path, frame_rate, start, end)
+        self.held: list[tuple[float, np.ndarray]] = []
+        self.done = False
+
+    def take(self, start: float, end: float) -> tuple[list[np.ndarray], np.ndarray]:
+        """Frames with start <= time < end: (list of (H, W, 3) uint8, times (F,) seconds)."""
+        self.held = [(t, f) for t, f in self.held if t >= start - 1e-9]
+        while not self.done and (not self.held or self.held[-1][0] < end - 1e-9):
+            item = next(self.frames, None)
+            if item is None:
+                self.done = True
+            elif item[0] >= start - 1e-9:
+                self.held.append(item)
+        inside = [(t, f) for t, f in self.held if t < end - 1e-9]
+        return [f for _, f in inside], np.asarray([t for t, _ in inside], dtype=np.float64)
+
+
+def video_columns(teacher, frames: FrameWindows | None, starts, ends) -> dict:
+    """The video teacher's columns for windows [start, end) (null rows without video frames)."""
+    probs, confidence, coverage = [], [], []
+    for start, end in zip(starts, ends):
+        if frames is None:
+            p, cover = None, None
+        else:
+            images, times = frames.take(start, end)
+            p, cover = teacher.predict_window(images, times) if images else (None, 0.0)
+        probs.append(None if p is None else np.asarray(p, np.float32).tolist())
+        confidence.append(None if p is None else float(np.max(p)))
+        coverage.append(None if cover is None else float(cover))
+    return {
+        "video_probs": probs,
+        "video_confidence": confidence,
+        "video_teacher": [teacher.fingerprint] * len(starts),
+        "face_coverage": coverage,
+    }
+
+
+def empty_video_columns(n: int) -> dict:
+    return {"video_probs": [None] * n, "video_confidence": [None] * n,
+            "video_teacher": [None] * n, "face_coverage": [None] * n}  # fmt: skip
+
+
+def clip_windows(clip: Clip, config: LabelConfig, logmel, video_teacher=None) -> Iterator[dict]:
+    """Rows of a clip's windows, one dict of columns per decoded chunk, without audio teacher
+    columns, plus ``wave`` (n, window_samples) float32 for the audio teacher.
+
+    Raises ``AudioError`` / ``VideoError`` for a file that cannot be used.
+    """
+    fe = config.frontend
+    sr = fe.sample_rate
+    cutter = WindowCutter(
+        fe.window_samples, round(config.hop_seconds * sr), round(config.min_seconds * sr), fe.pad
+    )
+    frames = None
+    if video_teacher is not None and clip.has_video and probe(clip.path).has_video:
+        frames = FrameWindows(clip.path, config.video.frame_rate, clip.start, clip.end)
+    chunks = audio_chunks(clip, sr, config.chunk_seconds)
+    for windows in _cut_all(chunks, cutter):
+        windows = [w for w in windows if np.abs(w[3][: w[2]]).max() >= SILENT_PEAK]
+        if not windows:
+            continue
+        waves = np.stack([w[3] for w in windows])
+        starts = [clip.start + w[1] / sr for w in windows]
+        ends = [clip.start + (w[1] + w[2]) / sr for w in windows]
+        rows = {
+            "window_id": [window_id(clip.key, w[0]) for w in windows],
+            "clip": [clip.key] * len(windows),
+            "source": [clip.path] * len(windows),
+            "start": starts,
+            "end": ends,
+            "features": features_bytes(logmel, waves),
+        }
+        if video_teacher is None:
+            rows.update(empty_video_columns(len(windows)))
+        else:
+            rows.update(video_columns(video_teacher, frames, starts, ends))
+        rows["wave"] = waves
+        yield rows
+
+
+def _cut_all(chunks, cutter: WindowCutter) -> Iterator[list]:
+    for chunk in chunks:
+        yield cutter.feed(chunk)
+    yield cutter.finish()
+
+
+def features_bytes(logmel, waves: np.ndarray) -> list[bytes]:
+    """Student log-Mel features of waves (n, N) as float16 bytes of shape (n_mels, n_frames)."""
+    with torch.inference_mode():
+        mel = logmel(torch.from_numpy(waves)).numpy().astype(np.float16)
+    return [np.ascontiguousarray(m).tobytes() for m in mel]
+
+
+def audio_columns(teacher, waves: np.ndarray, batch_size: int) -> dict:
+    """The audio teacher's columns for waves (n, N); null columns without a teacher."""
+    n = len(waves)
+    if teacher is None:
+        return {"audio_probs": [None] * n, "audio_confidence": [None] * n, "audio_teacher": [None] * n}
+    probs = [teacher.predict(waves[i : i + batch_size]) for i in range(0, n, batch_size)]
+    probs = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, 0), np.float32)
+    return {
+        "audio_probs": list(probs),
+        "audio_confidence": probs.max(axis=1).tolist() if n else [],
+        "audio_teacher": [teacher.fingerprint] * n,
+    }
+
+

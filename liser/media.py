@@ -1,0 +1,131 @@
+"""Listing and probing media files: recursive listing that survives symlink loops, and the
+duration and streams of a file from its header (soundfile, PyAV), without decoding it."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+
+MEDIA_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+def list_media(
+    root: str | Path, extensions=MEDIA_EXTENSIONS, errors: list | None = None
+) -> list[Path]:
+    """Media files under ``root`` (recursive, sorted, hidden entries skipped). Symlinked folders are
+    followed once each, so symlink loops end; unreadable folders are added to ``errors``."""
+    root = Path(root)
+    if root.is_file():
+        return [root.absolute()] if root.suffix.lower() in extensions else []
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+
+    def on_error(error: OSError) -> None:
+        if errors is not None:
+            errors.append((error.filename, f"unreadable folder ({error.strerror})"))
+
+    seen, files = set(), []
+    for folder, dirs, names in os.walk(root.absolute(), followlinks=True, onerror=on_error):
+        try:
+            stat = os.stat(folder)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:  # a symlink back into a folder already listed
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [
+            Path(folder, n)
+            for n in names
+            if not n.startswith(".") and Path(n).suffix.lower() in extensions
+        ]
+    return sorted(files)
+
+
+def probe_media(path: str | Path) -> dict:
+    """Duration and streams of a file from its header (PyAV demuxes packets only when the
+    container has no duration; nothing is decoded). Keys: duration (s), has_audio, has_video,
+    sample_rate, channels, fps, width, height (NaN / 0 when absent). Raises ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError("missing" if not os.path.lexists(path) else "broken link or not a file")
+    if path.stat().st_size == 0:
+        raise ValueError("empty file (0 bytes)")
+    info = dict(duration=math.nan, has_audio=False, has_video=False, sample_rate=0, channels=0)
+    info.update(fps=math.nan, width=0, height=0)
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        import soundfile as sf
+
+        try:
+            header = sf.info(str(path))
+            info.update(has_audio=True, sample_rate=header.samplerate, channels=header.channels)
+            info["duration"] = header.frames / header.samplerate if header.samplerate else math.nan
+            return _checked(info)
+        except Exception:  # noqa: BLE001 - not readable by libsndfile: try FFmpeg below
+            pass
+    return _checked(_probe_av(path, info))
+
+
+def _probe_av(path: Path, info: dict) -> dict:
+    import av
+
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except Exception as error:  # noqa: BLE001 - any FFmpeg failure is a reason to skip the file
+        raise ValueError(f"unreadable ({type(error).__name__}: {error})") from None
+    with container:
+        audio = container.streams.audio[0] if container.streams.audio else None
+        video = container.streams.video[0] if container.streams.video else None
+        if audio is not None:
+            info.update(has_audio=True, sample_rate=audio.rate or 0, channels=audio.channels or 0)
+        if video is not None:
+            rate = video.average_rate or video.guessed_rate
+            info.update(has_video=True, fps=float(rate) if rate else math.nan)
+            info.update(
+                width=video.codec_context.width or 0, height=video.codec_context.height or 0
+            )
+        if audio is None and video is None:
+            raise ValueError("no audio or video stream")
+        if container.duration:
+            info["duration"] = container.duration / 1_000_000  # AV_TIME_BASE
+        else:
+            durations = [
+                float(s.duration * s.time_base)
+                for s in (audio, video)
+                if s and s.duration and s.time_base
+            ]
+            info["duration"] = max(durations) if durations else _demux_duration(container)
+    return info
+
+
+def _demux_duration(container) -> float:
+    """Seconds up to the end of the last packet, reading packets without decoding them."""
+    end = 0.0
+    try:
+        for packet in container.demux():
+            if packet.pts is not None and packet.time_base:
+                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    except Exception:  # noqa: BLE001 - a corrupt tail: keep what was read
+        pass
+    return end or math.nan
+
+
+def _checked(info: dict) -> dict:
+    if not info["duration"] > 0:
+        raise ValueError("empty (zero duration)" if info["duration"] == 0 else "unknown duration")
+    return info
+
+
+def progress(items: list, description: str) -> Iterable:
+    if len(items) < 50 or not sys.stderr.isatty():
+        return items
+    from rich.progress import track
+
+    return track(items, description=description, transient=True)

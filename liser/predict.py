@@ -1,0 +1,332 @@
+"""Files of any length -> per-window and per-file class probabilities of a trained student.
+
+A file is decoded in bounded memory (``audio.stream_audio``) and covered by windows of
+``window_seconds`` every ``hop_seconds`` (``audio.window_starts``: one more window aligned to the
+end covers a tail of at least half a hop; a clip shorter than a window gets one padded window).
+Windows are scored in batches; the file's probabilities are the mean of its windows'.
+
+Results are plain data::
+
+    {"path": "a.wav", "duration": 10.0, "label": "happy", "probs": {"angry": 0.01, ...},
+     "windows": [{"start": 0.0, "end": 3.0, "label": "happy", "probs": {...}}, ...]}
+
+and ``{"path": ..., "error": "..."}`` for a file that cannot be used.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SILENT_PEAK, AudioError, fit_window, stream_audio, window_starts
+from .checkpoint import load_checkpoint, logmel_for
+from .config import FrontEndConfig, to_dict
+from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from .student import Student, fuse_for_inference
+
+FORMATS = ("json", "jsonl", "csv")
+MIN_SECONDS = 0.1  # shorter files are reported as too short (as audio.load_audio does)
+
+
+class FrontEndMismatch(ValueError):
+    """The caller's front-end config differs from the one the checkpoint was trained with."""
+
+
+def check_frontend(meta: dict, frontend: FrontEndConfig | None, where: str = "checkpoint") -> None:
+    """Raise FrontEndMismatch naming every field where ``frontend`` differs from the checkpoint's."""
+    if frontend is None:
+        return
+    stored, given = meta["frontend"], to_dict(frontend)
+    diff = [f"{k}: {stored.get(k)!r} != {given.get(k)!r}" for k in given if stored.get(k) != given[k]]
+    if diff:
+        raise FrontEndMismatch(
+            f"{where} was trained with another front end ({'; '.join(diff)}; checkpoint's value "
+            f"first); its features would not match. Use the checkpoint's own front end."
+        )
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def iter_windows(
+    chunks: Iterable[np.ndarray], window: int, hop: int, min_tail: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start sample, samples) of the windows ``window_starts(n, window, hop, min_tail)`` places
+    on the concatenation of ``chunks`` (n samples in all), holding at most one chunk plus one
+    window in memory. A clip shorter than ``window`` yields itself once (unpadded)."""
+    buffer, offset = np.zeros(0, np.float32), 0  # offset: sample index of buffer[0]
+    next_start, last = 0, -1
+    for chunk in chunks:
+        buffer = np.concatenate([buffer, chunk])
+        end = offset + len(buffer)
+        while next_start + window <= end:
+            yield next_start, buffer[next_start - offset : next_start - offset + window]
+            last, next_start = next_start, next_start + hop
+        keep = max(offset, min(next_start, end - window))  # the last window must stay readable
+        buffer, offset = buffer[keep - offset :], keep
+    n = offset + len(buffer)
+    for start in window_starts(n, window, hop, min_tail) or ([0] if n else []):
+        if start > last:
+            yield start, buffer[start - offset : start - offset + window]
+
+
+def collect_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given, and the audio/video files under folders (recursively, sorted)."""
+    suffixes = set(AUDIO_EXTENSIONS) | set(VIDEO_EXTENSIONS)
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            )
+        else:
+            files.append(path)
+    return files
+
+
+class Predictor:
+    """A student ready to predict: ``.classes``, ``.predict(wave, rate)``, ``.predict_file(path)``.
+
+    window_seconds / hop_seconds : evaluation windows (default: the front end's window, half of it)
+    batch_size : windows scored per forward pass
+    """
+
+    def __init__(
+        self,
+        model: Student,
+        meta: dict,
+        device: str | torch.device = "cpu",
+        window_seconds: float | None = None,
+        hop_seconds: float | None = None,
+        batch_size: int = 32,
+    ):
+        self.meta = meta
+        self.classes: tuple[str, ...] = tuple(meta["classes"])
+        self.frontend: FrontEndConfig = model.frontend
+        self.device = resolve_device(device)
+        self.model = fuse_for_inference(model).to(self.device)
+        self.logmel = logmel_for(meta, self.device)
+        rate = self.frontend.sample_rate
+        self.window_seconds = window_seconds or self.frontend.window_seconds
+        self.hop_seconds = hop_seconds or self.window_seconds / 2
+        self.window = round(self.window_seconds * rate)
+        self.hop = max(1, round(self.hop_seconds * rate))
+        if self.window <= self.frontend.n_fft // 2:
+            raise ValueError(f"window_seconds={self.window_seconds} is too short for the front end")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def window_probs(self, waves: np.ndarray) -> np.ndarray:
+        """waves : shape = (B, window) float32 at the front end's rate -> probs (B, n_classes)."""
+        x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
+        logits = self.model(self.logmel(x))["logits"]
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def _score(self, chunks: Iterable[np.ndarray]) -> tuple[list[tuple[int, int]], np.ndarray, int]:
+        """Windows of a stream of chunks -> ([(start, end) samples], probs (W, C), n samples)."""
+        spans, probs, batch = [], [], []
+        n = 0
+
+        def counted():
+            nonlocal n
+            for chunk in chunks:
+                n += len(chunk)
+                yield chunk
+
+        for start, samples in iter_windows(counted(), self.window, self.hop, self.hop // 2):
+            spans.append((start, start + len(samples)))
+            batch.append(fit_window(samples, self.window, self.frontend.pad))
+            if len(batch) == self.batch_size:
+                probs.append(self.window_probs(np.stack(batch)))
+                batch = []
+        if batch:
+            probs.append(self.window_probs(np.stack(batch)))
+        return spans, np.concatenate(probs) if probs else np.zeros((0, len(self.classes))), n
+
+    def _result(self, spans, probs: np.ndarray, n: int) -> dict:
+        rate = self.frontend.sample_rate
+        mean = probs.mean(axis=0)
+        return {
+            "duration": n / rate,
+            "label": self.classes[int(mean.argmax())],
+            "probs": self._named(mean),
+            "windows": [
+                {
+                    "start": start / rate,
+                    "end": end / rate,
+                    "label": self.classes[int(p.argmax())],
+                    "probs": self._named(p),
+                }
+                for (start, end), p in zip(spans, probs)
+            ],
+        }
+
+    def _named(self, probs: np.ndarray) -> dict[str, float]:
+        return {name: round(float(p), 6) for name, p in zip(self.classes, probs)}
+
+    def predict(self, waveform, sample_rate: int | None = None) -> dict:
+        """A waveform (N,) or (N, channels) / (channels, N), numpy or torch, at ``sample_rate``
+        (default: the front end's) -> {"duration", "label", "probs", "windows"}."""
+        if isinstance(waveform, torch.Tensor):
+            waveform = waveform.detach().cpu().numpy()
+        wave = np.asarray(waveform, dtype=np.float32)
+        if wave.ndim == 2:
+            wave = wave.mean(axis=int(np.argmin(wave.shape)))
+        if wave.ndim != 1 or wave.size == 0:
+            raise ValueError(f"expected a non-empty mono or multi-channel wave, got {wave.shape}")
+        if not np.isfinite(wave).all():
+            raise ValueError("the waveform contains NaN or Inf samples")
+        rate = self.frontend.sample_rate
+        if sample_rate is not None and sample_rate != rate:
+            import soxr
+
+            wave = soxr.resample(wave, sample_rate, rate, quality="HQ").astype(np.float32)
+        return self._result(*self._score([wave]))
+
+    def predict_file(self, path: str | os.PathLike, chunk_seconds: float = 60.0) -> dict:
+        """Any audio or video file, any length, in bounded memory -> {"path", ...predict()}.
+
+        Raises audio.AudioError for a file that cannot be used (missing, undecodable, silent,
+        shorter than 0.1 s)."""
+        peak = 0.0
+
+        def chunks():
+            nonlocal peak
+            for chunk in stream_audio(path, self.frontend.sample_rate, chunk_seconds):
+                peak = max(peak, float(np.abs(chunk).max()))
+                yield chunk
+
+        spans, probs, n = self._score(chunks())
+        rate = self.frontend.sample_rate
+        if n < MIN_SECONDS * rate:
+            raise AudioError(path, f"too short: {n / rate:.3f} s < {MIN_SECONDS:.3f} s minimum")
+        if peak < SILENT_PEAK:
+            raise AudioError(path, "all silent (digital silence: every sample is ~0)")
+        return {"path": str(path), **self._result(spans, probs, n)}
+
+    def predict_files(self, paths: Iterable[str | os.PathLike], progress: bool = True) -> list[dict]:
+        """Files and folders -> one result per file; a file that cannot be used gets
+        {"path", "error"} and the others go on. Progress (rich) on stderr."""
+        from rich.console import Console
+        from rich.progress import Progress
+
+        files = collect_paths(paths)
+        results = []
+        with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
+            task = bar.add_task("predicting", total=len(files))
+            for path in files:
+                bar.update(task, description=f"predicting {path.name}")
+                try:
+                    results.append(self.predict_file(path))
+                except AudioError as err:
+                    results.append({"path": str(path), "error": err.reason})
+                bar.advance(task)
+        return results
+
+
+def load(
+    checkpoint: str | os.PathLike,
+    device: str | torch.device = "auto",
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    batch_size: int = 32,
+    frontend: FrontEndConfig | None = None,
+) -> Predictor:
+    """Load a checkpoint for prediction. ``frontend``: the caller's front end, checked against the
+    checkpoint's (FrontEndMismatch when they differ)."""
+    model, meta = load_checkpoint(checkpoint)
+    check_frontend(meta, frontend, str(checkpoint))
+    return Predictor(model, meta, device, window_seconds, hop_seconds, batch_size)
+
+
+def predict_waveform(
+    model: Student,
+    meta: dict,
+    wave,
+    sample_rate: int,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    batch_size: int = 32,
+) -> dict:
+    """One waveform through a loaded student (builds a Predictor: for many calls, keep one)."""
+    device = next(model.parameters()).device
+    return Predictor(model, meta, device, window_seconds, hop_seconds, batch_size).predict(
+        wave, sample_rate
+    )
+
+
+def format_predictions(results: list[dict], format: str, classes: Iterable[str]) -> str:
+    """Results as text: "json" (a list), "jsonl" (a file a line) or "csv" (a row per window and
+    per file, ``level`` = file | window | error)."""
+    if format == "json":
+        return json.dumps(results, indent=2) + "\n"
+    if format == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in results)
+    if format != "csv":
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    classes = list(classes)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["path", "level", "start", "end", "label", *classes, "error"])
+    for r in results:
+        if "error" in r:
+            writer.writerow([r["path"], "error", "", "", "", *[""] * len(classes), r["error"]])
+            continue
+        rows = [("file", 0.0, r["duration"], r)] + [("window", w["start"], w["end"], w) for w in r["windows"]]
+        for level, start, end, item in rows:
+            probs = [f"{item['probs'][c]:.6f}" for c in classes]
+            writer.writerow([r["path"], level, f"{start:.3f}", f"{end:.3f}", item["label"], *probs, ""])
+    return out.getvalue()
+
+
+def predict(
+    checkpoint: str | os.PathLike,
+    paths: Iterable[str | os.PathLike],
+    output: str | os.PathLike | None = None,
+    format: str | None = None,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+    frontend: FrontEndConfig | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """``liser predict``: predict files and folders, write them to ``output`` (atomically) or
+    stdout as json/jsonl/csv (default: from the output's extension, else json), and report the
+    files that could not be used on stderr. Returns the results."""
+    from rich.console import Console
+
+    format = format or (Path(output).suffix.lstrip(".").lower() if output else "") or "json"
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    predictor = load(checkpoint, device, window_seconds, hop_seconds, batch_size, frontend)
+    results = predictor.predict_files(paths, progress=progress)
+    text = format_predictions(results, format, predictor.classes)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output = Path(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(output)
+    errors = [r for r in results if "error" in r]
+    console = Console(stderr=True)
+    for r in errors:
+        console.print(f"[yellow]skipped[/] {r['path']}: {r['error']}", highlight=False)
+    console.print(f"{len(results) - len(errors)} file(s) predicted, {len(errors)} skipped")
+    return results

@@ -1,0 +1,206 @@
+"""The labeling job as a Ray Data pipeline, for many cores, GPUs or machines (``--engine ray``).
+
+clips -> ``ClipWorker`` actors (decode in chunks, windows, log-Mel features, video teacher) ->
+``AudioWorker`` actors (audio teacher on batches of ``batch_size`` windows, ``ray_gpus_per_actor``
+GPUs each) -> the driver, which writes the same atomic shards as the local engine. Both engines
+run the same per-clip code (``label_clips.py``), so their stores hold the same rows (row order
+within shards may differ). Ray is optional: ``pip install 'liser[ray]'``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from . import store as st
+from .label_clips import Clip, audio_columns, clip_windows
+
+# Rows between the two stages: the store's columns without the audio teacher's, plus the window's
+# samples, the clip's window count (on the rows of its last chunk, else -1) and a skip reason.
+_AUDIO = set(st.TEACHER_COLUMNS["audio"])
+WORK_SCHEMA = pa.schema(
+    [f for f in st.SCHEMA if f.name not in _AUDIO]
+    + [
+        ("wave", pa.list_(pa.float32())),
+        ("clip_windows", pa.int64()),
+        ("skip_reason", pa.string()),
+    ]
+)
+
+
+def _teacher_arg(job, kind: str):
+    """What a Ray actor needs to rebuild a teacher: its SPEC when the store has one, else it."""
+    teacher = job.teacher(kind)
+    info = job.header["teachers"].get(kind) or {}
+    if teacher is None or not info.get("spec"):
+        return teacher
+    return {"spec": info["spec"], "face_detector": info.get("face_detector")}
+
+
+def _load_teacher(kind: str, arg, config):
+    if not isinstance(arg, dict):
+        return arg
+    if kind == "audio":
+        from .label import _device
+        from .teachers import load_audio_teacher
+
+        return load_audio_teacher(arg["spec"], device=_device(config.device))
+    from .teachers import load_video_teacher
+
+    return load_video_teacher(arg["spec"], face_detector=arg["face_detector"], config=config.video)
+
+
+def _threads(cpus: float) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, math.floor(cpus)))
+
+
+class ClipWorker:
+    """Ray actor: one clip in, its windows out as tables of ``WORK_SCHEMA`` (one per chunk)."""
+
+    def __init__(self, config, video, cpus: float):
+        from .features import LogMel
+
+        _threads(cpus)
+        self.config = config
+        self.logmel = LogMel(config.frontend).eval()
+        self.video = _load_teacher("video", video, config)
+
+    def __call__(self, batch: dict):
+        from .audio import AudioError
+        from .video_io import VideoError
+
+        for key, path, start, end in zip(batch["key"], batch["path"], batch["start"], batch["end"]):
+            clip = Clip(str(key), str(path), float(start), None if np.isnan(end) else float(end))
+            held, n = None, 0
+            try:
+                for rows in clip_windows(clip, self.config, self.logmel, self.video):
+                    if held is not None:
+                        yield _work_table(held, -1)
+                    held, n = rows, n + len(rows["start"])
+            except (AudioError, VideoError) as error:
+                yield _marker(clip, str(error).removeprefix(f"{clip.path}: "))
+                continue
+            yield _work_table(held, n) if held is not None else _marker(clip, None)
+
+
+def _work_table(rows: dict, n_total: int) -> pa.Table:
+    waves = rows.pop("wave")
+    n = len(waves)
+    columns = {name: rows.get(name, [None] * n) for name in WORK_SCHEMA.names}
+    flat = pa.array(np.ascontiguousarray(waves, dtype=np.float32).ravel())
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * waves.shape[1])
+    columns["wave"] = pa.ListArray.from_arrays(offsets, flat)
+    columns["clip_windows"] = [n_total] * n
+    columns["skip_reason"] = [None] * n
+    return pa.Table.from_pydict(columns, schema=WORK_SCHEMA)
+
+
+def _marker(clip: Clip, reason: str | None) -> pa.Table:
+    """A row saying that a clip ended without windows (``reason`` None) or failed."""
+    columns = {name: [None] for name in WORK_SCHEMA.names}
+    columns.update(clip=[clip.key], source=[clip.path], clip_windows=[0], skip_reason=[reason])
+    return pa.Table.from_pydict(columns, schema=WORK_SCHEMA)
+
+
+class AudioWorker:
+    """Ray actor: adds the audio teacher's columns to a batch of windows and drops the samples."""
+
+    def __init__(self, config, audio, cpus: float):
+        _threads(cpus)
+        self.config = config
+        self.audio = _load_teacher("audio", audio, config)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        valid = table.column("wave").is_valid().to_numpy(zero_copy_only=False)
+        n, n_samples = table.num_rows, self.config.frontend.window_samples
+        columns = {"audio_probs": [None] * n, "audio_confidence": [None] * n,
+                   "audio_teacher": [None] * n}  # fmt: skip
+        if valid.any():
+            waves = table.filter(pa.array(valid)).column("wave").combine_chunks().flatten()
+            waves = waves.to_numpy().reshape(-1, n_samples)
+            computed = audio_columns(self.audio, waves, self.config.batch_size)
+            where = np.flatnonzero(valid)
+            for name, values in computed.items():
+                for i, value in zip(where, values):
+                    columns[name][i] = value.tolist() if isinstance(value, np.ndarray) else value
+        table = table.drop_columns(["wave"])
+        for name in st.TEACHER_COLUMNS["audio"]:
+            table = table.append_column(st.SCHEMA.field(name), pa.array(columns[name], st.SCHEMA.field(name).type))
+        return table
+
+
+def label_clips_ray(job) -> None:
+    """Label ``job.todo`` with Ray Data; the driver writes shards and keeps the books."""
+    import ray
+
+    config = job.config
+    if not ray.is_initialized():
+        ray.init(address=config.ray_address or None, log_to_driver=False)
+    items = [
+        {"key": c.key, "path": c.path, "start": c.start, "end": np.nan if c.end is None else c.end}
+        for c in job.todo
+    ]
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 2000))
+    ds = ds.map_batches(
+        ClipWorker,
+        batch_size=1,
+        batch_format="numpy",
+        fn_constructor_kwargs={"config": config, "video": _teacher_arg(job, "video"),
+                               "cpus": config.ray_cpus_per_worker},
+        concurrency=config.ray_workers,
+        num_cpus=config.ray_cpus_per_worker,
+    )  # fmt: skip
+    ds = ds.map_batches(
+        AudioWorker,
+        batch_size=config.batch_size,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={"config": config, "audio": _teacher_arg(job, "audio"),
+                               "cpus": config.ray_cpus_per_actor},
+        concurrency=config.ray_actors,
+        num_cpus=config.ray_cpus_per_actor,
+        num_gpus=config.ray_gpus_per_actor or None,
+    )  # fmt: skip
+    _collect(job, ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+
+
+def _collect(job, tables) -> None:
+    """Write arriving rows to shards; a clip completes when all its windows have arrived."""
+    writer = st.ShardWriter(job.store_dir, job.config.shard_windows)
+    clips = {c.key: c for c in job.todo}
+    counts: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    failed: set[str] = set()
+    flushed: set[str] = set()  # clips with rows in a written shard
+    with job.progress_bar() as bar:
+        for table in tables:
+            for key, total, reason in zip(*(table.column(c).to_pylist() for c in
+                                            ("clip", "clip_windows", "skip_reason"))):  # fmt: skip
+                if reason is not None and key not in failed:
+                    failed.add(key)
+                    writer.discard(key)
+                    job.skip(clips[key], reason, written=key in flushed)
+                elif total == 0 and reason is None:
+                    job.skip(clips[key], job.no_window_reason(clips[key]))
+                elif total > 0:
+                    totals[key] = total
+            keep = [k not in failed and t != 0 for k, t in
+                    zip(table.column("clip").to_pylist(), table.column("clip_windows").to_pylist())]  # fmt: skip
+            rows = table.filter(pa.array(keep, pa.bool_())).select(st.SCHEMA.names)
+            if rows.num_rows:
+                writer.add(rows)
+                bar.advance(rows.num_rows)
+                for key in rows.column("clip").to_pylist():
+                    counts[key] = counts.get(key, 0) + 1
+            for key in set(rows.column("clip").to_pylist()) | set(totals):
+                if key in totals and counts.get(key) == totals[key]:
+                    writer.complete(key)
+                    job.done_clip(clips[key], totals.pop(key))
+                    bar.file_done()
+            if writer.full():
+                flushed.update(counts)
+                job.flush(writer)
+        job.flush(writer, last=True)

@@ -1,0 +1,431 @@
+"""The soft-label store: a folder of Parquet shards of 3 s windows labeled by the teachers.
+
+Layout::
+
+    STORE/store.json             header: front end, window/hop, teachers (classes, fingerprints),
+                                 schema version, skipped files and the last summary
+    STORE/shards/part-*.parquet  one row per window (``SCHEMA``), readable as one table by
+                                 ``pyarrow.dataset.dataset(STORE / "shards")``
+
+Shards are written to a hidden temporary name and renamed when complete, so a crash never leaves
+a half-written shard where readers look. Each shard's Parquet metadata lists the clips whose last
+window it holds (``liser.complete``): a clip is done exactly when such a shard exists, which is
+what a resumed run skips. ``repair_store`` removes rows of clips that never completed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
+import torch
+
+from .config import FrontEndConfig, from_dict, to_dict
+
+SCHEMA_VERSION = 1
+HEADER = "store.json"
+SHARDS = "shards"
+COMPLETE_KEY = b"liser.complete"
+
+SCHEMA = pa.schema(
+    [
+        ("window_id", pa.string()),  # sha1(clip)[:12] + "-" + window index in the clip
+        ("clip", pa.string()),  # the clip labeled: source path, or "path#start+duration"
+        ("source", pa.string()),  # absolute path of the media file
+        ("start", pa.float64()),  # seconds in the source
+        ("end", pa.float64()),  # seconds; end - start < window for a padded trailing window
+        ("features", pa.binary()),  # float16 log-Mel, C order, shape = (n_mels, n_frames)
+        ("audio_probs", pa.list_(pa.float32())),  # null without an audio teacher
+        ("audio_confidence", pa.float32()),  # max audio probability
+        ("audio_teacher", pa.string()),  # fingerprint of the teacher that wrote audio_probs
+        ("video_probs", pa.list_(pa.float32())),  # null without video, teacher or face
+        ("video_confidence", pa.float32()),
+        ("video_teacher", pa.string()),
+        ("face_coverage", pa.float32()),  # share of sampled frames with a face; null: no video
+    ]
+)
+TEACHER_COLUMNS = {
+    "audio": ("audio_probs", "audio_confidence", "audio_teacher"),
+    "video": ("video_probs", "video_confidence", "video_teacher", "face_coverage"),
+}
+
+
+class StoreError(ValueError):
+    """A store that cannot be used as asked; the message names the store and the reason."""
+
+
+# --------------------------------------------------------------------------------------------
+# Header (store.json)
+
+
+def new_header(frontend: FrontEndConfig, window_seconds, hop_seconds, min_seconds) -> dict:
+    """The store.json of an empty store (no teachers yet)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "frontend": to_dict(frontend),
+        "window_seconds": window_seconds,
+        "hop_seconds": hop_seconds,
+        "min_seconds": min_seconds,
+        "n_mels": frontend.n_mels,
+        "n_frames": frontend.n_frames,
+        "teachers": {"audio": None, "video": None},
+        "skipped": {},
+        "summary": {},
+    }
+
+
+def read_header(store_dir: str | Path) -> dict:
+    """store.json of a store; ``StoreError`` when missing, unreadable or of another schema."""
+    path = Path(store_dir) / HEADER
+    if not path.is_file():
+        raise StoreError(f"{store_dir}: not a soft-label store (no {HEADER})")
+    try:
+        header = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise StoreError(f"{path}: unreadable ({error})") from error
+    version = header.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{store_dir}: store schema {version}, this liser reads {SCHEMA_VERSION}")
+    return header
+
+
+def write_header(store_dir: str | Path, header: dict) -> None:
+    """Write store.json atomically (temp name, fsync, rename)."""
+    path = Path(store_dir) / HEADER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{HEADER}.{os.getpid()}.tmp")
+    with open(tmp, "w") as file:
+        json.dump(header, file, indent=2)
+        file.flush()
+        os.fsync(file.fileno())
+    tmp.replace(path)
+
+
+def header_frontend(header: dict) -> FrontEndConfig:
+    return from_dict(FrontEndConfig, header["frontend"])
+
+
+def frontend_differences(a: FrontEndConfig, b: FrontEndConfig) -> list[str]:
+    """``name: a != b`` for each front-end setting that differs."""
+    da, db = to_dict(a), to_dict(b)
+    return [f"{k}: {da[k]!r} != {db[k]!r}" for k in da if da[k] != db.get(k)]
+
+
+def check_frontend(store: SoftLabelStore | str | Path, frontend: FrontEndConfig) -> None:
+    """Raise ``StoreError`` when the store's features were made with other front-end settings."""
+    if not isinstance(store, SoftLabelStore):
+        store = open_store(store)
+    diff = frontend_differences(store.frontend, frontend)
+    if diff:
+        raise StoreError(
+            f"{store.path}: its features were computed with other front-end settings than the "
+            f"student's ({'; '.join(diff)}); relabel the files with this front end"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Shards
+
+
+def shard_paths(store_dir: str | Path) -> list[Path]:
+    return sorted((Path(store_dir) / SHARDS).glob("part-*.parquet"))
+
+
+def shard_complete(path: Path) -> list[str]:
+    """Clips whose last window is in this shard."""
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata.get(COMPLETE_KEY, b"[]"))
+
+
+def done_clips(store_dir: str | Path) -> set[str]:
+    """Clips fully written to the store's shards."""
+    done: set[str] = set()
+    for path in shard_paths(store_dir):
+        done.update(shard_complete(path))
+    return done
+
+
+def write_shard(path: Path, table: pa.Table, complete: list[str]) -> None:
+    """Write ``table`` to ``path`` atomically, recording the completed clips in its metadata."""
+    table = table.cast(SCHEMA).replace_schema_metadata({COMPLETE_KEY: json.dumps(complete)})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden: datasets ignore it
+    pq.write_table(table, tmp, compression="zstd", row_group_size=256)
+    with open(tmp, "rb") as file:
+        os.fsync(file.fileno())
+    tmp.replace(path)
+
+
+def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns, schema=SCHEMA if columns is None else None)
+
+
+class ShardWriter:
+    """Buffer window rows and write them as numbered shards of about ``shard_windows`` rows.
+
+    ``add(rows)`` takes a dict of columns (``SCHEMA`` names); ``complete(clip)`` marks a clip whose
+    rows have all been added; ``close()`` writes what is left.
+    """
+
+    def __init__(self, store_dir: str | Path, shard_windows: int = 2048):
+        self.folder = Path(store_dir) / SHARDS
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.shard_windows = shard_windows
+        numbers = [int(re.findall(r"\d+", p.stem)[0]) for p in shard_paths(store_dir)]
+        self.next_index = max(numbers, default=-1) + 1
+        self.tables: list[pa.Table] = []
+        self.rows = 0
+        self.completed: list[str] = []
+        self.written: list[Path] = []
+
+    def add(self, rows: dict | pa.Table) -> None:
+        if isinstance(rows, pa.Table):
+            table = rows.select(SCHEMA.names).cast(SCHEMA)
+        else:
+            table = pa.Table.from_pydict(rows, schema=SCHEMA)
+        self.tables.append(table)
+        self.rows += table.num_rows
+
+    def discard(self, clip: str) -> None:
+        """Drop the buffered rows of a clip (one that failed part way)."""
+        tables = [t.filter(pa.compute.not_equal(t.column("clip"), clip)) for t in self.tables]
+        self.tables = [t for t in tables if t.num_rows]
+        self.rows = sum(t.num_rows for t in self.tables)
+
+    def complete(self, clip: str) -> None:
+        self.completed.append(clip)
+
+    def full(self) -> bool:
+        return self.rows >= self.shard_windows
+
+    def flush(self) -> Path | None:
+        if not self.tables and not self.completed:
+            return None
+        table = pa.concat_tables(self.tables) if self.tables else SCHEMA.empty_table()
+        path = self.folder / f"part-{self.next_index:06d}.parquet"
+        write_shard(path, table, self.completed)
+        self.next_index += 1
+        self.tables, self.rows, self.completed = [], 0, []
+        self.written.append(path)
+        return path
+
+    def close(self) -> None:
+        self.flush()
+
+
+class StoreLock:
+    """Exclusive use of a store by one labeling process (``STORE/.lock`` holds its pid).
+
+    A lock left by a killed process (pid no longer running) is taken over.
+    """
+
+    def __init__(self, store_dir: str | Path):
+        self.path = Path(store_dir) / ".lock"
+
+    def __enter__(self) -> StoreLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid = _read_pid(self.path)
+                if pid and pid != os.getpid() and _running(pid):
+                    raise StoreError(
+                        f"{self.path.parent}: in use by another labeling process (pid {pid})"
+                    ) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return self
+        raise StoreError(f"{self.path.parent}: cannot take the lock {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def repair_store(store_dir: str | Path) -> list[str]:
+    """Delete temporary files and rows of clips that never completed; return those clips.
+
+    A run killed mid-clip leaves that clip's first windows in shards without the shard that marks
+    it complete. Each affected shard is rewritten without them (atomically) or deleted if empty.
+    """
+    folder = Path(store_dir) / SHARDS
+    for tmp in folder.glob(".part-*.tmp"):
+        tmp.unlink(missing_ok=True)
+    done = done_clips(store_dir)
+    dropped: set[str] = set()
+    for path in shard_paths(store_dir):
+        clips = read_shard(path, ["clip"]).column("clip")
+        keep = np.asarray([c in done for c in clips.to_pylist()], dtype=bool)
+        if keep.all():
+            continue
+        dropped.update(c for c, k in zip(clips.to_pylist(), keep) if not k)
+        complete = shard_complete(path)
+        if not keep.any() and not complete:
+            path.unlink()
+        else:
+            write_shard(path, read_shard(path).filter(pa.array(keep)), complete)
+    return sorted(dropped)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+class SoftLabelStore:
+    """A soft-label store opened for reading; see ``open_store``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.header = read_header(self.path)
+        self.frontend = header_frontend(self.header)
+        self.teachers = self.header["teachers"]  # {"audio": dict | None, "video": dict | None}
+        audio, video = self.teachers.get("audio"), self.teachers.get("video")
+        self.audio_classes = tuple(audio["classes"]) if audio else ()
+        self.video_classes = tuple(video["classes"]) if video else ()
+        self.n_mels = int(self.header["n_mels"])
+        self.n_frames = int(self.header["n_frames"])
+        self.shards = shard_paths(self.path)
+        self._rows = [pq.read_metadata(p).num_rows for p in self.shards]
+
+    def __len__(self) -> int:
+        return sum(self._rows)
+
+    def __repr__(self) -> str:
+        return (
+            f"SoftLabelStore({str(self.path)!r}, windows={len(self)}, shards={len(self.shards)}, "
+            f"audio_classes={len(self.audio_classes)}, video_classes={len(self.video_classes)})"
+        )
+
+    def dataset(self):
+        """The shards as one ``pyarrow.dataset.Dataset``."""
+        import pyarrow.dataset as ds
+
+        return ds.dataset(self.path / SHARDS, format="parquet", schema=SCHEMA)
+
+    def iter_batches(
+        self,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        buffer_windows: int = 4096,
+        drop_last: bool = False,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of windows, reading one shard at a time.
+
+        Yields dicts of tensors: ``features`` (B, n_mels, n_frames) float32, ``audio_probs``
+        (B, Ca), ``audio_mask`` (B,) bool, ``video_probs`` (B, Cv), ``video_mask`` (B,) bool,
+        ``face_coverage`` (B,) float32 (NaN without video). Masks are False where a teacher gave
+        no label (or a label from a teacher other than the one in store.json). With ``shuffle``,
+        shard order and rows within a buffer of ``buffer_windows`` rows are permuted, seeded by
+        (seed, epoch); memory holds at most one buffer plus one record batch.
+        """
+        order = np.arange(len(self.shards))
+        rng = np.random.default_rng([seed, epoch])
+        if shuffle:
+            rng.shuffle(order)
+        buffer: list[dict[str, np.ndarray]] = []
+        buffered = 0
+        for index in order:
+            file = pq.ParquetFile(self.shards[index])
+            for record_batch in file.iter_batches(batch_size=1024, columns=_READ_COLUMNS):
+                buffer.append(self._decode(record_batch))
+                buffered += record_batch.num_rows
+                if buffered >= max(buffer_windows, batch_size):
+                    rest = yield from _emit(buffer, batch_size, shuffle, rng, keep_rest=True)
+                    buffer, buffered = [rest], len(rest["audio_mask"])
+        if buffered:
+            yield from _emit(buffer, batch_size, shuffle, rng, keep_rest=drop_last)
+
+    def _decode(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+        n = batch.num_rows
+        features = _binary_to_array(batch.column("features"), np.float16)
+        features = features.reshape(n, self.n_mels, self.n_frames)
+        out = {"features": features}
+        for name in ("audio", "video"):
+            info = self.teachers.get(name)
+            classes = len(info["classes"]) if info else 0
+            probs, mask = _lists_to_array(batch.column(f"{name}_probs"), classes)
+            if info:
+                teacher = batch.column(f"{name}_teacher").to_numpy(zero_copy_only=False)
+                mask &= teacher == info["fingerprint"]
+            probs[~mask] = 0.0
+            out[f"{name}_probs"], out[f"{name}_mask"] = probs, mask
+        coverage = batch.column("face_coverage").to_numpy(zero_copy_only=False)
+        out["face_coverage"] = np.asarray(coverage, dtype=np.float32)
+        return out
+
+
+_READ_COLUMNS = ["features", "audio_probs", "audio_teacher", "video_probs", "video_teacher"]
+_READ_COLUMNS.append("face_coverage")
+
+
+def _emit(parts, batch_size, shuffle, rng, keep_rest):
+    """Yield batches from concatenated parts; return the rows left (< batch_size) if keep_rest."""
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    n = len(rows["audio_mask"])
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    stop = n - n % batch_size if keep_rest else n
+    for begin in range(0, stop, batch_size):
+        take = order[begin : begin + batch_size]
+        batch = {k: torch.from_numpy(v[take]) for k, v in rows.items()}
+        batch["features"] = batch["features"].float()
+        yield batch
+    rest = order[stop:]
+    return {k: v[rest] for k, v in rows.items()}
+
+
+def _binary_to_array(column: pa.Array, dtype) -> np.ndarray:
+    """Concatenate the bytes of a binary column without copying each value: flat array of dtype."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if column.null_count:
+        raise StoreError("a row has no features (null in the features column)")
+    _, offsets, data = column.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+    return np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]].view(dtype)
+
+
+def _lists_to_array(column: pa.Array, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """list<float32> column -> ((n, classes) float32 with zeros for nulls, (n,) valid mask)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(column)
+    mask = column.is_valid().to_numpy(zero_copy_only=False).astype(bool)
+    probs = np.zeros((n, classes), dtype=np.float32)
+    if mask.any() and classes:
+        values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        if values.size != mask.sum() * classes:
+            raise StoreError(f"teacher probabilities do not have {classes} classes per row")
+        probs[mask] = values.reshape(-1, classes)
+    elif mask.any():
+        mask[:] = False  # labels from a teacher the header no longer lists
+    return probs, mask
+
+
+def open_store(path: str | Path) -> SoftLabelStore:
+    """Open a soft-label store folder for reading (``StoreError`` if it is not one)."""
+    return SoftLabelStore(path)

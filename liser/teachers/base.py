@@ -1,0 +1,226 @@
+"""What every audio teacher shares: windows of a clip, batching, precision, temperature, and the
+teachers that need no encoder (liser student checkpoints and ensembles)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..constants import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+CALIBRATION_FILE = "calibration.json"
+
+
+class TeacherError(ValueError):
+    """A teacher spec that cannot be loaded; the message names the spec and the reason."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` ("auto" | "fp32" | "bf16" | "fp16"); None = fp32.
+
+    "auto": bf16 on GPUs that support it, else fp16; on CPU bf16 only where oneDNN has native bf16
+    kernels (AVX512-BF16/AMX), fp32 elsewhere (emulated bf16 is slower than fp32)."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def clip_windows(
+    wave: np.ndarray, window: int, hop: int, pad: str = "zero"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Windows covering a clip: (K, window) float32 and their valid lengths (K,) in samples.
+
+    A clip shorter than ``window`` gives one window, zero-padded (length = clip) or tiled
+    (``pad="repeat"``, full length); a longer one gives windows every ``hop`` samples, the last
+    one ending at the clip's end."""
+    wave = np.asarray(wave, dtype=np.float32)
+    n = wave.shape[0]
+    if n <= window:
+        if pad == "repeat" and n > 0:
+            return np.resize(wave, window)[None], np.array([window])
+        return np.pad(wave, (0, window - n))[None], np.array([n])
+    starts = list(range(0, n - window + 1, hop))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return np.stack([wave[s : s + window] for s in starts]), np.full(len(starts), window)
+
+
+class Teacher:
+    """Base of audio teachers: ``classes``, ``fingerprint``, ``predict(waves (B, N)) -> (B, C)``.
+
+    Subclasses implement ``logits(waves (B, N) tensor, lengths (B,)) -> (B, C)``; probabilities are
+    ``softmax(logits / temperature)`` (temperature from calibration, 1.0 = as trained)."""
+
+    classes: tuple[str, ...] = ()
+    fingerprint: str = ""
+    temperature: float = 1.0
+    window_seconds: float = 3.0
+    hop_seconds: float = 1.0
+    pad: str = "zero"
+    batch_size: int = 32
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype | None = None
+
+    def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, waves: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities of 16 kHz windows: waves (B, N) float32 -> (B, C) float32.
+        ``lengths`` (B,) marks how many samples of each row hold audio (the rest is padding)."""
+        waves = np.asarray(waves, dtype=np.float32)
+        if waves.ndim != 2:
+            raise ValueError(f"waves must be (batch, samples), got shape {waves.shape}")
+        if lengths is None:
+            lengths = np.full(len(waves), waves.shape[1])
+        out = []
+        for i in range(0, len(waves), self.batch_size):
+            x = torch.from_numpy(waves[i : i + self.batch_size]).to(self.device)
+            n = torch.as_tensor(lengths[i : i + self.batch_size], device=self.device)
+            with autocast(self.device, self.dtype):
+                z = self.logits(x, n).float()
+            out.append(torch.softmax(z / self.temperature, dim=-1).cpu().numpy())
+        if not out:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    def predict_clip(self, wave: np.ndarray) -> np.ndarray:
+        """Probabilities (C,) of a whole clip: the mean over its windows."""
+        window = round(self.window_seconds * SAMPLE_RATE)
+        hop = round(self.hop_seconds * SAMPLE_RATE)
+        windows, lengths = clip_windows(wave, window, hop, self.pad)
+        return self.predict(windows, lengths).mean(axis=0)
+
+    def set_temperature(self, temperature: float) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+
+def predict_manifest(teacher: Teacher, df, progress: bool = True) -> np.ndarray:
+    """Clip probabilities (N, C) for every row of a manifest; rows whose audio cannot be read are
+    NaN (logged with the file and the reason)."""
+    from rich.progress import track
+
+    from ..audio import AudioError, load_audio
+
+    out = np.full((len(df), len(teacher.classes)), np.nan, np.float32)
+    rows = list(df.itertuples(index=False))
+    for i, row in enumerate(track(rows, "teacher", disable=not progress, transient=True)):
+        duration = getattr(row, "duration", None)
+        duration = None if duration is None or not np.isfinite(duration) else float(duration)
+        try:
+            wave = load_audio(row.path, start=float(getattr(row, "start", 0) or 0), duration=duration)
+        except AudioError as e:
+            log.warning("skipped: %s", e)
+            continue
+        out[i] = teacher.predict_clip(wave)
+    return out
+
+
+def read_calibration(folder: Path, members: list[str] | None = None) -> float:
+    """The temperature stored with a teacher folder (1.0 when none is stored)."""
+    path = folder / CALIBRATION_FILE
+    if not path.is_file():
+        return 1.0
+    data = json.loads(path.read_text())
+    if data.get("members") != members:  # an ensemble's temperature is not its members'
+        return 1.0
+    return float(data.get("temperature", 1.0))
+
+
+def write_calibration(folder: Path, info: dict) -> Path:
+    """Store a calibration (``temperature`` plus diagnostics) with a teacher folder, atomically."""
+    path = Path(folder) / CALIBRATION_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def quick_hash(paths: list[Path], chunk: int = 1 << 22) -> str:
+    """sha1 over each file's size, first and last 4 MiB: a fast fingerprint of large weights."""
+    h = hashlib.sha1()
+    for path in sorted(paths):
+        size = os.path.getsize(path)
+        h.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(chunk))
+            if size > chunk:
+                f.seek(max(chunk, size - chunk))
+                h.update(f.read(chunk))
+    return h.hexdigest()[:16]
+
+
+class StudentTeacher(Teacher):
+    """A trained liser student checkpoint as a teacher: its supervised head's softmax."""
+
+    def __init__(self, folder: Path, device: torch.device, precision: str = "auto"):
+        from ..checkpoint import load_checkpoint
+        from ..config import FrontEndConfig, from_dict
+        from ..features import LogMel
+
+        self.model, meta = load_checkpoint(folder)
+        frontend = from_dict(FrontEndConfig, meta["frontend"])
+        self.frontend = LogMel(frontend).to(device).eval()
+        self.model.to(device).eval()
+        self.classes = tuple(meta["classes"])
+        self.window_seconds = frontend.window_seconds
+        self.pad = frontend.pad
+        self.device, self.dtype = device, autocast_dtype(device, precision)
+        weights = [p for p in Path(folder).glob("*.safetensors")]
+        self.fingerprint = f"student:{quick_hash(weights + [Path(folder) / 'checkpoint.json'])}"
+        self.temperature = read_calibration(Path(folder))
+
+    def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, enabled=False):
+            features = self.frontend(waves.float())
+        return self.model(features)["logits"]
+
+
+class EnsembleTeacher(Teacher):
+    """Several teachers with the same classes; probabilities averaged. ``logits`` = log of the
+    mean probability, so a temperature applies to the ensemble as a whole."""
+
+    def __init__(self, members: list[Teacher], specs: list[str]):
+        classes = {m.classes for m in members}
+        if len(classes) != 1:
+            raise TeacherError(f"ensemble members have different classes: {sorted(classes)}")
+        self.members = members
+        self.classes = members[0].classes
+        self.device = members[0].device
+        self.dtype = members[0].dtype
+        self.window_seconds = members[0].window_seconds
+        self.pad = members[0].pad
+        joined = "+".join(m.fingerprint for m in members)
+        self.fingerprint = "ensemble:" + hashlib.sha1(joined.encode()).hexdigest()[:16]
+        self.specs = specs
+
+    def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        probs = [torch.softmax(m.logits(waves, lengths).float() / m.temperature, -1) for m in self.members]
+        return torch.stack(probs).mean(0).clamp_min(1e-12).log()

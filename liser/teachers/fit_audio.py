@@ -1,0 +1,268 @@
+"""``liser teacher fit-audio``: fit an audio teacher (LoRA + pooling head, or a head on a frozen
+encoder) on one fold of a labeled manifest, early stopping on validation UAR.
+
+Encoder outputs are cached on disk per clip (``config.cache_dir``): the pooled layer features for
+a frozen encoder (then fitting heads for every fold takes seconds), and for LoRA in the top
+``lora_top_layers`` layers the input of the first adapted layer (then each step runs only those).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..config import AudioTeacherConfig, replace, save_config
+from ..constants import SAMPLE_RATE
+from .audio import EncoderTeacher, PoolingHead, apply_lora, load_audio_encoder, save_fitted_teacher
+from .base import autocast, autocast_dtype, resolve_device, write_calibration
+from .calibration import expected_calibration_error, fit_temperature
+from .clips import Clips, encode_clips, lower_layer_cache, uar
+
+log = logging.getLogger(__name__)
+
+
+def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path:
+    """Fit a teacher on ``config.data`` (manifest, fold); returns the saved teacher folder."""
+    from ..manifest import corpus_classes, read_manifest, split_fold
+
+    started = time.time()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    df = read_manifest(config.data.manifest)
+    classes = tuple(config.data.classes) or corpus_classes(df)
+    splits = split_fold(df, config.data, config.seed)
+    if len(splits["val"]) == 0:
+        raise ValueError("fit-audio needs validation speakers for early stopping: data.val_fraction > 0")
+    device = resolve_device(config.device)
+    encoder, fingerprint = load_audio_encoder(config.spec, pad_30s=config.whisper_pad_30s)
+    encoder.to(device)
+    window = round(config.window_seconds * SAMPLE_RATE)
+    hop = round(config.hop_seconds * SAMPLE_RATE)
+    data = {k: Clips.load(splits[k], classes, window, hop, progress) for k in ("train", "val", "test")}
+    head = PoolingHead(encoder.n_hidden, encoder.dim, len(classes), config.layer, config.head_dropout).to(device)
+    teacher = EncoderTeacher(encoder, head, classes, fingerprint, config, device)
+    if config.freeze_encoder:
+        metrics = _fit_frozen(teacher, data, config, fingerprint, rng, progress)
+    else:
+        metrics = _fit_lora(teacher, data, config, fingerprint, rng, progress, out)
+    metrics["seconds"] = round(time.time() - started, 1)
+    metrics["sizes"] = {k: len(v) for k, v in data.items()}
+    metrics["fold"] = config.data.fold
+    base = config.spec if not Path(config.spec).expanduser().exists() else str(Path(config.spec).expanduser().resolve())
+    save_fitted_teacher(out, teacher, base, fingerprint, metrics)
+    write_calibration(out, metrics["calibration"])
+    log.info("fit-audio: %s", json.dumps({k: metrics[k] for k in ("val_uar", "test_uar", "test_war")}))
+    return out
+
+
+def fit_audio_teacher_folds(config: AudioTeacherConfig, folds: tuple[int, ...], progress: bool = True) -> dict:
+    """``fit_audio_teacher`` for each fold in ``output_dir/fold{k}``; mean and std of test UAR/WAR
+    in ``output_dir/summary.json``. Folds already fitted (``teacher.json`` present) are reused."""
+    out = Path(config.output_dir)
+    results = {}
+    for fold in folds:
+        folder = out / f"fold{fold}"
+        if not (folder / "teacher.json").is_file():
+            fit_audio_teacher(replace(config, **{"data.fold": fold, "output_dir": str(folder)}), progress)
+        results[fold] = json.loads((folder / "teacher.json").read_text())["metrics"]
+    summary = {"folds": {str(k): {m: v[m] for m in ("val_uar", "test_uar", "test_war", "seconds")} for k, v in results.items()}}
+    for m in ("test_uar", "test_war"):
+        values = np.array([v[m] for v in results.values()])
+        summary[m] = {"mean": float(values.mean()), "std": float(values.std())}
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out / "summary.json")
+    return summary
+
+
+def _class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float32)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+def _evaluate(window_logits: torch.Tensor, clips: Clips) -> dict:
+    """Clip-level UAR/WAR from window logits (mean of window probabilities per clip)."""
+    probs = torch.softmax(window_logits.float(), -1).numpy()
+    clip_probs = np.stack([probs[clips.owner == i].mean(0) for i in range(len(clips))])
+    pred = clip_probs.argmax(1)
+    return {"uar": uar(clips.labels, pred, clip_probs.shape[1]), "war": float((pred == clips.labels).mean())}
+
+
+def _finish(teacher, best_state, logits, data, history, best_epoch) -> dict:
+    """Restore the best head/adapter, score val and test, fit the temperature on validation."""
+    teacher.head.load_state_dict(best_state["head"])
+    if best_state.get("lora"):
+        teacher.encoder.load_state_dict(best_state["lora"], strict=False)
+    teacher.eval()
+    val_logits, test_logits = logits("val"), logits("test")
+    val, test = _evaluate(val_logits, data["val"]), _evaluate(test_logits, data["test"])
+    val_labels = torch.from_numpy(data["val"].labels[data["val"].owner])
+    temperature = fit_temperature(val_logits, val_labels)
+    probs = torch.softmax(val_logits / temperature, -1).numpy()
+    calibration = {
+        "temperature": temperature,
+        "fitted_on": "validation windows",
+        "ece_before": expected_calibration_error(torch.softmax(val_logits, -1).numpy(), val_labels.numpy()),
+        "ece_after": expected_calibration_error(probs, val_labels.numpy()),
+    }
+    return {
+        "val_uar": val["uar"],
+        "val_war": val["war"],
+        "test_uar": test["uar"],
+        "test_war": test["war"],
+        "best_epoch": best_epoch,
+        "history": history,
+        "layer_weights": teacher.head.layer_weights().tolist(),
+        "calibration": calibration,
+    }
+
+
+def _fit_frozen(teacher, data, config, fingerprint, rng, progress) -> dict:
+    """Head on cached pooled features of all windows (each window labeled with its clip)."""
+    cache = _cache_dir(config, fingerprint, "pooled")
+    feats = {k: torch.from_numpy(encode_clips(teacher, v, cache, progress)) for k, v in data.items()}
+    train = data["train"]
+    labels = torch.from_numpy(train.labels[train.owner])
+    weights = _class_weights(train.labels, len(teacher.classes))
+    head = teacher.head
+    optim = torch.optim.AdamW(head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay)
+    best, best_state, best_epoch, history, bad = -1.0, None, 0, [], 0
+
+    def logits(split: str) -> torch.Tensor:
+        head.eval()
+        with torch.no_grad():
+            return head(feats[split].to(teacher.device)).cpu()
+
+    for epoch in range(1, config.head_epochs + 1):
+        head.train()
+        order = torch.from_numpy(rng.permutation(len(labels)))
+        for i in range(0, len(order) - 1, config.head_batch_size):
+            idx = order[i : i + config.head_batch_size]
+            if len(idx) < 2:
+                continue
+            z = head(feats["train"][idx].to(teacher.device))
+            loss = F.cross_entropy(z, labels[idx].to(teacher.device), weight=weights.to(teacher.device))
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+        score = _evaluate(logits("val"), data["val"])["uar"]
+        history.append({"epoch": epoch, "val_uar": score, "loss": float(loss)})
+        if score > best:
+            best, best_epoch, bad = score, epoch, 0
+            best_state = {"head": {k: v.clone() for k, v in head.state_dict().items()}}
+        else:
+            bad += 1
+            if config.patience and bad >= 10 * config.patience:
+                break
+    return _finish(teacher, best_state, logits, data, history, best_epoch)
+
+
+def _fit_lora(teacher, data, config, fingerprint, rng, progress, out: Path) -> dict:
+    """LoRA + head, one random window per training clip per epoch; resumable from ``out``."""
+    from rich.progress import track
+    from safetensors.torch import load_file, save_file
+
+    encoder, head, device = teacher.encoder, teacher.head, teacher.device
+    apply_lora(encoder, config)
+    encoder.to(device)
+    top = config.lora_top_layers
+    split_at = encoder.n_hidden - 1 - top if 0 < top < encoder.n_hidden - 1 else 0
+    cached = split_at > 0 and hasattr(encoder, "run_layers") and bool(config.cache_dir)
+    if cached:
+        cache = _cache_dir(config, fingerprint, f"lower{split_at}")
+        lower = {k: lower_layer_cache(encoder, v, split_at, cache, progress) for k, v in data.items()}
+    dtype = autocast_dtype(device, config.precision)
+    lora_params = [p for p in encoder.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(
+        [{"params": lora_params, "lr": config.lr}, {"params": head.parameters(), "lr": config.head_lr}],
+        weight_decay=config.weight_decay,
+    )
+    weights = _class_weights(data["train"].labels, len(teacher.classes)).to(device)
+
+    def forward(split: str, idx: np.ndarray) -> torch.Tensor:
+        """Logits (len(idx), C) of windows ``idx`` of a split."""
+        with autocast(device, dtype):
+            if cached:
+                pooled_low, seq, mask = (t[idx].to(device) for t in lower[split])
+                top_hidden = torch.stack(encoder.run_layers(seq.float(), start=split_at))
+                pooled = torch.cat([pooled_low.float(), head.pool(top_hidden, mask)], dim=1)
+            else:
+                waves, lengths = data[split].windows(idx)
+                hidden, mask = encoder(torch.from_numpy(waves).to(device), torch.from_numpy(lengths).to(device))
+                pooled = head.pool(hidden, mask)
+            return head(pooled)
+
+    def logits(split: str) -> torch.Tensor:
+        encoder.eval(), head.eval()
+        n = len(data[split].owner)
+        with torch.no_grad():
+            return torch.cat([forward(split, np.arange(i, min(n, i + config.batch_size))).float().cpu() for i in range(0, n, config.batch_size)])
+
+    state_file, resume = out / "resume.json", out / "resume.safetensors"
+    best, best_epoch, history, bad, start = -1.0, 0, [], 0, 1
+    best_state = None
+    if state_file.is_file() and resume.is_file():
+        info, tensors = json.loads(state_file.read_text()), load_file(resume)
+        best, best_epoch, history, bad, start = info["best"], info["best_epoch"], info["history"], info["bad"], info["epoch"] + 1
+        encoder.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("lora.")}, strict=False)
+        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        best_state = {p: {k[len(p) + 6 :]: v for k, v in tensors.items() if k.startswith(f"best.{p}.")} for p in ("head", "lora")}
+        optim.load_state_dict(torch.load(out / "resume.optim.pt", weights_only=True))
+        rng = np.random.default_rng([config.seed, start])
+        log.info("fit-audio: resumed after epoch %d (best val UAR %.3f)", start - 1, best)
+    train = data["train"]
+    for epoch in range(start, config.epochs + 1):
+        encoder.train(), head.train()
+        picks = np.array([rng.choice(np.flatnonzero(train.owner == i)) for i in rng.permutation(len(train))])
+        batches = [picks[i : i + config.batch_size] for i in range(0, len(picks), config.batch_size)]
+        for idx in track(batches, f"epoch {epoch}", disable=not progress, transient=True):
+            if len(idx) < 2:
+                continue
+            loss = F.cross_entropy(forward("train", idx).float(), torch.from_numpy(train.labels[train.owner[idx]]).to(device), weight=weights)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+        score = _evaluate(logits("val"), data["val"])["uar"]
+        history.append({"epoch": epoch, "val_uar": score, "loss": float(loss)})
+        if score > best:
+            best, best_epoch, bad = score, epoch, 0
+            best_state = {"head": {k: v.detach().clone() for k, v in head.state_dict().items()}, "lora": _lora(encoder)}
+        else:
+            bad += 1
+        tensors = {f"lora.{k}": v for k, v in _lora(encoder).items()}
+        tensors |= {f"head.{k}": v for k, v in head.state_dict().items()}
+        tensors |= {f"best.{p}.{k}": v for p in ("head", "lora") for k, v in best_state[p].items()}
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(resume) + ".tmp")
+        torch.save(optim.state_dict(), out / "resume.optim.pt.tmp")
+        Path(str(resume) + ".tmp").replace(resume)
+        (out / "resume.optim.pt.tmp").replace(out / "resume.optim.pt")
+        info = {"epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history, "bad": bad}
+        state_file.with_suffix(".tmp").write_text(json.dumps(info))
+        state_file.with_suffix(".tmp").replace(state_file)
+        log.info("fit-audio: epoch %d val UAR %.3f (best %.3f at %d)", epoch, score, best, best_epoch)
+        if config.patience and bad >= config.patience:
+            break
+    return _finish(teacher, best_state, logits, data, history, best_epoch)
+
+
+def _lora(encoder) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in encoder.state_dict().items() if "lora_" in k}
+
+
+def _cache_dir(config: AudioTeacherConfig, fingerprint: str, kind: str) -> Path | None:
+    if not config.cache_dir:
+        return None
+    key = f"{fingerprint}|{config.window_seconds}|{config.hop_seconds}|{config.whisper_pad_30s}|{kind}"
+    return Path(config.cache_dir).expanduser() / hashlib.sha1(key.encode()).hexdigest()[:16]
+

@@ -1,0 +1,365 @@
+"""Keras HDF5 models (``model.save("x.h5")``) rebuilt as PyTorch modules from their own config.
+
+The file's ``model_config`` JSON is parsed layer by layer (Functional or Sequential) into a graph
+of torch modules, and the weights are copied from ``model_weights`` with Keras's layouts turned
+into torch's: conv kernels (kh, kw, in, out) -> (out, in, kh, kw), depthwise kernels
+(kh, kw, in, mult) -> (in*mult, 1, kh, kw), dense kernels (in, out) -> (out, in). TensorFlow's
+'same' padding (extra pixel at the bottom/right) is computed from the input size at run time.
+Tensors inside are NCHW; the module takes NHWC input like the Keras model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class KerasModelError(ValueError):
+    """An HDF5 file that is not a Keras model liser can rebuild; the message says why."""
+
+
+ACTIVATIONS = {
+    "linear": nn.Identity,
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "softplus": nn.Softplus,
+    "swish": nn.SiLU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "softmax": lambda: nn.Softmax(dim=1),
+}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise KerasModelError(f"unsupported activation '{name}'")
+    return ACTIVATIONS[name]()
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow 'same' padding of one dimension: (before, after), the extra pixel after."""
+    effective = (kernel - 1) * dilation + 1
+    total = max((math.ceil(size / stride) - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+class TFPad(nn.Module):
+    """Pads (N, C, H, W) as TensorFlow's 'same' for the given kernel/stride, or not at all."""
+
+    def __init__(self, padding: str, kernel, stride, dilation=(1, 1), value: float = 0.0):
+        super().__init__()
+        self.same = padding == "same"
+        self.kernel, self.stride, self.dilation, self.value = kernel, stride, dilation, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.same:
+            return x
+        top, bottom = _same_padding(x.shape[2], self.kernel[0], self.stride[0], self.dilation[0])
+        left, right = _same_padding(x.shape[3], self.kernel[1], self.stride[1], self.dilation[1])
+        if top == bottom == left == right == 0:
+            return x
+        return F.pad(x, (left, right, top, bottom), value=self.value)
+
+
+class SameAvgPool(nn.Module):
+    """AveragePooling2D with 'same' padding: the padded pixels do not count in the mean."""
+
+    def __init__(self, padding: str, kernel, stride):
+        super().__init__()
+        self.pad = TFPad(padding, kernel, stride)
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = F.avg_pool2d(self.pad(x), self.kernel, self.stride)
+        ones = self.pad(torch.ones_like(x[:, :1]))
+        return total / F.avg_pool2d(ones, self.kernel, self.stride)
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+def _conv(cfg: dict, in_channels: int, weights: dict, depthwise: bool) -> nn.Module:
+    kernel, stride = _pair(cfg["kernel_size"]), _pair(cfg.get("strides", 1))
+    dilation = _pair(cfg.get("dilation_rate", 1))
+    if depthwise:
+        mult = int(cfg.get("depth_multiplier", 1))
+        out = in_channels * mult
+        conv = nn.Conv2d(
+            in_channels, out, kernel, stride, dilation=dilation, groups=in_channels, bias=False
+        )
+        w = weights["depthwise_kernel"]  # (kh, kw, in, mult) -> (in*mult, 1, kh, kw)
+        conv.weight.data = torch.from_numpy(
+            w.reshape(*kernel, out).transpose(2, 0, 1)[:, None].copy()
+        )
+    else:
+        out = int(cfg["filters"])
+        conv = nn.Conv2d(in_channels, out, kernel, stride, dilation=dilation, bias=False)
+        conv.weight.data = torch.from_numpy(weights["kernel"].transpose(3, 2, 0, 1).copy())
+    layers = [TFPad(cfg.get("padding", "valid"), kernel, stride, dilation), conv]
+    if "pointwise_kernel" in weights:  # SeparableConv2D: depthwise then 1x1
+        pointwise = weights["pointwise_kernel"]  # (1, 1, in*mult, out)
+        out = pointwise.shape[3]
+        point = nn.Conv2d(pointwise.shape[2], out, 1, bias=False)
+        point.weight.data = torch.from_numpy(pointwise.transpose(3, 2, 0, 1).copy())
+        layers.append(point)
+    if cfg.get("use_bias", True):
+        layers.append(_Bias(weights["bias"]))
+    layers.append(_activation(cfg.get("activation", "linear")))
+    return nn.Sequential(*layers)
+
+
+class _Bias(nn.Module):
+    def __init__(self, bias: np.ndarray):
+        super().__init__()
+        self.bias = nn.Parameter(torch.from_numpy(bias.copy()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _batch_norm(cfg: dict, channels: int, weights: dict) -> nn.Module:
+    axis = cfg.get("axis", -1)
+    if (axis[0] if isinstance(axis, list) else axis) not in (-1, 3, 1):
+        raise KerasModelError(f"BatchNormalization over axis {axis} is not supported")
+    bn = nn.BatchNorm2d(channels, eps=float(cfg.get("epsilon", 1e-3)))
+    bn.running_mean.data = torch.from_numpy(weights["moving_mean"].copy())
+    bn.running_var.data = torch.from_numpy(weights["moving_variance"].copy())
+    if "gamma" in weights:
+        bn.weight.data = torch.from_numpy(weights["gamma"].copy())
+    if "beta" in weights:
+        bn.bias.data = torch.from_numpy(weights["beta"].copy())
+    return bn
+
+
+def _dense(cfg: dict, weights: dict) -> nn.Module:
+    kernel = weights["kernel"]
+    linear = nn.Linear(kernel.shape[0], kernel.shape[1], bias=cfg.get("use_bias", True))
+    linear.weight.data = torch.from_numpy(kernel.T.copy())
+    if cfg.get("use_bias", True):
+        linear.bias.data = torch.from_numpy(weights["bias"].copy())
+    return nn.Sequential(linear, _activation(cfg.get("activation", "linear")))
+
+
+def _build_layer(kind: str, cfg: dict, channels: list[int], weights: dict) -> tuple[nn.Module, int]:
+    """One Keras layer as a torch module, and its output channels (or features)."""
+    c = channels[0] if channels else 0
+    if cfg.get("data_format", "channels_last") != "channels_last":
+        raise KerasModelError(f"layer '{cfg.get('name')}': only channels_last models are supported")
+    if kind in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D"):
+        module = _conv(cfg, c, weights, depthwise=kind != "Conv2D")
+        return module, [m for m in module if isinstance(m, nn.Conv2d)][-1].out_channels
+    if kind == "BatchNormalization":
+        return _batch_norm(cfg, c, weights), c
+    if kind == "Activation":
+        return _activation(cfg["activation"]), c
+    if kind == "ReLU":
+        limit = cfg.get("max_value")
+        return (nn.ReLU() if limit is None else nn.Hardtanh(0.0, float(limit))), c
+    if kind == "LeakyReLU":
+        return nn.LeakyReLU(float(cfg.get("alpha", cfg.get("negative_slope", 0.3)))), c
+    if kind == "Softmax":
+        return nn.Softmax(dim=1), c
+    if kind in ("MaxPooling2D", "AveragePooling2D"):
+        kernel = _pair(cfg.get("pool_size", 2))
+        stride = _pair(cfg.get("strides") or kernel)
+        padding = cfg.get("padding", "valid")
+        if kind == "AveragePooling2D":
+            return SameAvgPool(padding, kernel, stride), c
+        pad = TFPad(padding, kernel, stride, value=-math.inf)
+        return nn.Sequential(pad, nn.MaxPool2d(kernel, stride)), c
+    if kind == "GlobalAveragePooling2D":
+        return Lambda(lambda x: x.mean(dim=(2, 3))), c
+    if kind == "GlobalMaxPooling2D":
+        return Lambda(lambda x: x.amax(dim=(2, 3))), c
+    if kind == "ZeroPadding2D":
+        (top, bottom), (left, right) = [_pair(p) for p in _pair_of_pairs(cfg.get("padding", 1))]
+        return Lambda(lambda x: F.pad(x, (left, right, top, bottom))), c
+    if kind in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "InputLayer"):
+        return nn.Identity(), c
+    if kind == "Flatten":  # Keras flattens NHWC
+        return Lambda(lambda x: x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x), c
+    if kind == "Dense":
+        return _dense(cfg, weights), int(cfg["units"])
+    if kind == "Add":
+        return Lambda(lambda *xs: torch.stack(xs).sum(0)), c
+    if kind == "Multiply":
+        return Lambda(lambda *xs: torch.stack(xs).prod(0)), c
+    if kind == "Average":
+        return Lambda(lambda *xs: torch.stack(xs).mean(0)), c
+    if kind == "Concatenate":
+        if cfg.get("axis", -1) not in (-1, 3):
+            raise KerasModelError("Concatenate is supported over the channel axis only")
+        return Lambda(lambda *xs: torch.cat(xs, dim=1)), sum(channels)
+    raise KerasModelError(f"unsupported Keras layer type '{kind}' (layer '{cfg.get('name')}')")
+
+
+def _pair_of_pairs(value):
+    if isinstance(value, int):
+        return [(value, value), (value, value)]
+    return [v if isinstance(v, (list, tuple)) else (v, v) for v in value]
+
+
+def _inbound(layer: dict) -> list[str]:
+    """Names of the layers feeding ``layer`` (Keras 2 and Keras 3 config formats)."""
+    nodes = layer.get("inbound_nodes") or []
+    if not nodes:
+        return []
+    if len(nodes) > 1:
+        raise KerasModelError(f"layer '{layer['config'].get('name')}' is shared; not supported")
+    node = nodes[0]
+    if isinstance(node, dict):  # Keras 3: {"args": [...keras_history...]}
+        names = []
+
+        def walk(value):
+            if isinstance(value, dict):
+                history = value.get("config", {}).get("keras_history")
+                if history:
+                    names.append(history[0])
+                else:
+                    for v in value.values():
+                        walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+
+        walk(node.get("args", []))
+        return names
+    return [entry[0] for entry in node]
+
+
+class KerasGraph(nn.Module):
+    """A Keras Functional/Sequential model as torch. ``forward(x (N, H, W, C))`` -> (N, out).
+
+    When the model ends in a softmax, the softmax is left out and ``forward`` returns logits
+    (``ends_in_softmax`` is then True).
+    """
+
+    def __init__(
+        self, layers: dict[str, nn.Module], order: list[tuple[str, list[str]]], output: str
+    ):
+        super().__init__()
+        self.layers = nn.ModuleDict(layers)
+        self.order, self.output = order, output
+        self.ends_in_softmax = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values: dict[str, torch.Tensor] = {}
+        for name, inputs in self.order:
+            if not inputs:
+                values[name] = x.permute(0, 3, 1, 2) if x.dim() == 4 else x
+                continue
+            values[name] = self.layers[name](*[values[i] for i in inputs])
+        return values[self.output]
+
+
+def load_keras_h5(path: str | Path) -> tuple[KerasGraph, tuple[int, ...]]:
+    """Rebuild a Keras HDF5 model: (module in eval mode returning logits, input shape (H, W, C))."""
+    path = Path(path)
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise KerasModelError(f"{path}: not an HDF5 file ({error})") from error
+    with file:
+        if "model_config" not in file.attrs:
+            raise KerasModelError(f"{path}: HDF5 file without a Keras model_config (weights only?)")
+        config = json.loads(file.attrs["model_config"])
+        group = file["model_weights"] if "model_weights" in file else file
+        kind = config.get("class_name")
+        body = config.get("config", {})
+        layers = body if isinstance(body, list) else body.get("layers", [])
+        if not layers:
+            raise KerasModelError(f"{path}: model_config has no layers")
+        try:
+            return _assemble(kind, body, layers, group)
+        except KerasModelError as error:
+            raise KerasModelError(f"{path}: {error}") from error
+
+
+def _read_weights(group, name: str) -> dict[str, np.ndarray]:
+    if name not in group:
+        return {}
+    layer = group[name]
+    weights = {}
+    for full in layer.attrs.get("weight_names", []):
+        full = full.decode() if isinstance(full, bytes) else full
+        short = full.split("/")[-1].split(":")[0]
+        weights[short] = np.asarray(layer[full], dtype=np.float32)
+    return weights
+
+
+def _assemble(kind, body, layers, group) -> tuple[KerasGraph, tuple[int, ...]]:
+    sequential = kind == "Sequential" or not any("inbound_nodes" in la for la in layers)
+    input_shape = None
+    order, modules, channels = [], {}, {}
+    previous = None
+    if sequential:  # a Sequential model: an implicit input, then a chain
+        first = layers[0]["config"]
+        input_shape = first.get("batch_input_shape") or first.get("batch_shape")
+        order.append(("__input__", []))
+        previous = "__input__"
+        channels[previous] = input_shape[-1] if input_shape else 0
+    for layer in layers:
+        cfg, name = layer["config"], layer["config"].get("name", layer.get("name"))
+        inputs = [previous] if sequential else _inbound(layer)
+        if layer["class_name"] == "InputLayer":
+            input_shape = cfg.get("batch_input_shape") or cfg.get("batch_shape")
+            if sequential:
+                continue
+            order.append((name, []))
+            channels[name] = input_shape[-1]
+            continue
+        for i in inputs:
+            if i not in channels:
+                raise KerasModelError(f"layer '{name}' uses '{i}' before it is defined")
+        module, out = _build_layer(
+            layer["class_name"], cfg, [channels[i] for i in inputs], _read_weights(group, name)
+        )
+        modules[name], channels[name] = module, out
+        order.append((name, inputs))
+        previous = name
+    if sequential:
+        output = previous
+    else:
+        outputs = body.get("output_layers") or [[previous]]
+        if len(outputs) != 1:
+            raise KerasModelError("models with several outputs are not supported")
+        output = outputs[0][0] if isinstance(outputs[0], list) else outputs[0]
+    if input_shape is None or len(input_shape) != 4:
+        raise KerasModelError(f"expected an image input (N, H, W, C), got {input_shape}")
+    ends_in_softmax = _strip_softmax(modules, output)
+    model = KerasGraph(modules, order, output)
+    model.ends_in_softmax = ends_in_softmax
+    return model.eval(), tuple(int(v) for v in input_shape[1:])
+
+
+def _strip_softmax(modules: dict[str, nn.Module], output: str) -> bool:
+    """Drop a final softmax (so the model gives logits); True when there was one."""
+    module = modules[output]
+    if isinstance(module, nn.Softmax):
+        modules[output] = nn.Identity()
+        return True
+    if isinstance(module, nn.Sequential) and isinstance(module[-1], nn.Softmax):
+        module[-1] = nn.Identity()
+        return True
+    return False

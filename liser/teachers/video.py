@@ -1,0 +1,319 @@
+"""The video teacher: face detector + FER model, pooled over time as in the LiSER paper.
+
+Frames sampled at ``frame_rate`` -> largest face per frame -> square crop -> FER probabilities
+per frame -> averaged over ``clip_seconds`` clips -> clip outputs averaged over the window. A window
+whose share of sampled frames with a face is below ``min_face_coverage`` has no label (None),
+never a vector of zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..config import VideoTeacherConfig, to_dict
+from .faces import Box, crop_face, largest_face, load_face_detector
+from .fer import FERModel, load_fer_model
+
+
+def pool_window(
+    times: np.ndarray, frame_probs: np.ndarray, clip_seconds: float, min_face_coverage: float
+) -> tuple[np.ndarray | None, float]:
+    """Temporal pooling of one window.
+
+    times: (T,) seconds of the sampled frames; frame_probs: (T, C), rows of NaN where the frame
+    has no face. Frames are grouped into clips of ``clip_seconds`` from the first time; each clip
+    with a face gives the mean of its face frames; the window gives the mean of those clips.
+    Returns (probs (C,) or None when the face coverage is below ``min_face_coverage``, coverage).
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if times.size == 0:
+        return None, 0.0
+    has_face = ~np.isnan(frame_probs).any(axis=1)
+    coverage = float(has_face.mean())
+    if not has_face.any() or coverage < min_face_coverage:
+        return None, coverage
+    clip_index = np.floor((times - times.min()) / clip_seconds + 1e-9).astype(np.int64)
+    clips = [
+        frame_probs[(clip_index == c) & has_face].mean(axis=0)
+        for c in np.unique(clip_index[has_face])
+    ]
+    probs = np.mean(clips, axis=0)
+    return (probs / probs.sum()).astype(np.float32), coverage
+
+
+class VideoTeacher:
+    """Face detector + FER model. ``classes``: the FER model's classes (FER2013's 7 by default)."""
+
+    def __init__(self, fer: FERModel, detector, config: VideoTeacherConfig):
+        self.fer, self.detector, self.config = fer, detector, config
+        self.classes: tuple[str, ...] = fer.classes
+        settings = {
+            "fer": fer.fingerprint,
+            "detector": [type(detector).__name__, getattr(detector, "fingerprint", "")],
+            **{k: v for k, v in to_dict(config).items() if k not in ("spec", "face_detector")},
+        }
+        text = json.dumps(settings, sort_keys=True)
+        self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def faces(self, frames: Sequence[np.ndarray]) -> list[Box | None]:
+        """The largest face of each frame (None: no face, or a frame that cannot be read)."""
+        boxes = []
+        for frame in frames:
+            try:
+                boxes.append(largest_face(self.detector.detect(frame)))
+            except ValueError:  # an empty or malformed frame: no face, the batch goes on
+                boxes.append(None)
+        return boxes
+
+    def crops(self, frames: Sequence[np.ndarray], boxes: Sequence[Box]) -> np.ndarray:
+        """Face crops at the FER input size: uint8 (N, H, W) gray or (N, H, W, 3) RGB."""
+        gray = self.fer.spec.color == "gray"
+        size = self.fer.spec.size
+        return np.stack(
+            [
+                crop_face(f, b, size, self.config.face_margin, gray)
+                for f, b in zip(frames, boxes, strict=True)
+            ]
+        )
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """Face crops -> probabilities (N, C) with the configured temperature, in batches."""
+        size = max(1, self.config.batch_size)
+        parts = [
+            self.fer.predict(crops[i : i + size], self.config.temperature)
+            for i in range(0, len(crops), size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
+
+    def frame_probabilities(
+        self, frames: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, list[Box | None]]:
+        """Per-frame probabilities (T, C), NaN rows for frames without a face; largest boxes."""
+        boxes = self.faces(frames)
+        probs = np.full((len(frames), len(self.classes)), np.nan, np.float32)
+        found = [i for i, b in enumerate(boxes) if b is not None]
+        if found:
+            crops = self.crops([frames[i] for i in found], [boxes[i] for i in found])
+            probs[found] = self.classify(crops)
+        return probs, boxes
+
+    def predict_window(
+        self, frames: Sequence[np.ndarray], times: np.ndarray
+    ) -> tuple[np.ndarray | None, float]:
+        """One window's frames (RGB uint8 (H, W, 3)) and their times (T,) seconds ->
+        (probs (C,) or None when too few frames have a face, face coverage in [0, 1])."""
+        if len(frames) != len(times):
+            raise ValueError(f"{len(frames)} frames but {len(times)} times")
+        probs, _ = self.frame_probabilities(frames)
+        return pool_window(times, probs, self.config.clip_seconds, self.config.min_face_coverage)
+
+    def frame_table(
+        self, path: str | Path, start: float = 0.0, end: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[Box | None]]:
+        """Sample a video file between start and end -> times (T,), probs (T, C), boxes.
+
+        Frames are decoded and classified ``batch_size`` at a time, so memory stays bounded.
+        Raises ``video_io.VideoError`` for a file without a readable video stream.
+        """
+        from ..video_io import iter_frames
+
+        times, probs, boxes = [], [], []
+        batch_times, batch_frames = [], []
+
+        def flush():
+            p, b = self.frame_probabilities(batch_frames)
+            times.extend(batch_times)
+            probs.append(p)
+            boxes.extend(b)
+            batch_times.clear()
+            batch_frames.clear()
+
+        for time, frame in iter_frames(path, self.config.frame_rate, start, end):
+            batch_times.append(time)
+            batch_frames.append(frame)
+            if len(batch_frames) >= max(1, self.config.batch_size):
+                flush()
+        if batch_frames:
+            flush()
+        table = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), np.float32)
+        return np.asarray(times, np.float64), table, boxes
+
+    def predict_file(
+        self, path: str | Path, windows: Sequence[tuple[float, float]]
+    ) -> list[tuple[np.ndarray | None, float]]:
+        """Label windows ``(start, end)`` seconds of one video file -> [(probs or None, coverage)].
+
+        Overlapping or adjacent windows share decoded frames; distant ones are reached by seeking.
+        Raises ``video_io.VideoError`` for a file without a readable video stream.
+        """
+        results: list[tuple[np.ndarray | None, float]] = [(None, 0.0)] * len(windows)
+        for span_start, span_end, members in _spans(windows):
+            times, probs, _ = self.frame_table(path, span_start, span_end)
+            for index in members:
+                start, end = windows[index]
+                inside = (times >= start - 1e-9) & (times < end - 1e-9)
+                results[index] = pool_window(
+                    times[inside],
+                    probs[inside],
+                    self.config.clip_seconds,
+                    self.config.min_face_coverage,
+                )
+        return results
+
+
+def _spans(windows: Sequence[tuple[float, float]], gap: float = 1.0):
+    """Group windows into decode spans: (start, end, window indices), joining gaps <= ``gap`` s."""
+    order = sorted(range(len(windows)), key=lambda i: windows[i][0])
+    spans: list[list] = []
+    for i in order:
+        start, end = windows[i]
+        if spans and start <= spans[-1][1] + gap:
+            spans[-1][1] = max(spans[-1][1], end)
+            spans[-1][2].append(i)
+        else:
+            spans.append([start, end, [i]])
+    return [tuple(s) for s in spans]
+
+
+def load_video_teacher(
+    spec: str | Path | None = None,
+    face_detector: str | Path | None = None,
+    config: VideoTeacherConfig | None = None,
+) -> VideoTeacher:
+    """A video teacher from a FER SPEC (.hdf5, .onnx, TorchScript .pt, or folder with
+    classes.json) and a face-detector file (Haar .xml or BlazeFace .tflite). Arguments given
+    here override ``config.spec`` and ``config.face_detector``."""
+    config = config or VideoTeacherConfig()
+    config = dataclasses.replace(
+        config,
+        spec=str(spec or config.spec),
+        face_detector=str(face_detector or config.face_detector),
+    )
+    if not config.spec:
+        raise ValueError("a video teacher needs a FER model: --video-teacher SPEC")
+    if not config.face_detector:
+        raise ValueError(
+            "a video teacher needs a face detector: --face-detector (Haar .xml or BlazeFace .tflite)"
+        )
+    if config.frame_rate <= 0 or config.clip_seconds <= 0 or config.temperature <= 0:
+        raise ValueError("video teacher frame_rate, clip_seconds and temperature must be > 0")
+    return VideoTeacher(
+        load_fer_model(config.spec), load_face_detector(config.face_detector), config
+    )
+
+
+def check_files(
+    teacher: VideoTeacher,
+    paths: Sequence[str | Path],
+    window_seconds: float = 3.0,
+    hop_seconds: float = 3.0,
+) -> list[dict]:
+    """What the video teacher sees in images and videos, for ``liser teacher check-video``.
+
+    Images: one record per detected face (``face``, ``box``, ``probs``). Videos: one record per
+    window (``start``, ``end``, ``face_coverage``, median face ``box``, ``probs`` or None when
+    masked). A file that cannot be used gives a record with ``error`` and the others go on.
+    """
+    from ..video_io import VideoError, is_image, probe, read_image
+
+    records: list[dict] = []
+    for path in paths:
+        path = str(path)
+        try:
+            if is_image(path):
+                records.extend(_check_image(teacher, path, read_image(path)))
+            else:
+                duration = probe(path).duration
+                records.extend(_check_video(teacher, path, duration, window_seconds, hop_seconds))
+        except (VideoError, ValueError) as error:
+            records.append({"file": path, "error": str(error)})
+    return records
+
+
+def _named(classes: Sequence[str], probs: np.ndarray | None) -> dict | None:
+    return (
+        None
+        if probs is None
+        else {c: round(float(p), 4) for c, p in zip(classes, probs, strict=True)}
+    )
+
+
+def _check_image(teacher: VideoTeacher, path: str, image: np.ndarray) -> list[dict]:
+    boxes = teacher.detector.detect(image)
+    if not boxes:
+        return [{"file": path, "kind": "image", "face": None, "box": None, "probs": None}]
+    probs = teacher.classify(teacher.crops([image] * len(boxes), boxes))
+    return [
+        {
+            "file": path,
+            "kind": "image",
+            "face": i,
+            "box": [round(v, 1) for v in box[:4]],
+            "score": round(box[4], 3),
+            "probs": _named(teacher.classes, p),
+        }
+        for i, (box, p) in enumerate(zip(boxes, probs, strict=True))
+    ]
+
+
+def _check_video(teacher, path, duration, window_seconds, hop_seconds) -> list[dict]:
+    times, probs, boxes = teacher.frame_table(path)
+    duration = max(duration, float(times.max(initial=0.0)) + 1.0 / teacher.config.frame_rate)
+    starts = np.arange(0.0, max(duration - 0.5 * window_seconds, 0.0) + 1e-9, hop_seconds)
+    records = []
+    for start in starts:
+        end = min(start + window_seconds, duration)
+        inside = (times >= start - 1e-9) & (times < end - 1e-9)
+        pooled, coverage = pool_window(
+            times[inside],
+            probs[inside],
+            teacher.config.clip_seconds,
+            teacher.config.min_face_coverage,
+        )
+        found = [boxes[i] for i in np.flatnonzero(inside) if boxes[i] is not None]
+        box = np.median(np.array([b[:4] for b in found]), axis=0) if found else None
+        records.append(
+            {
+                "file": path,
+                "kind": "video",
+                "start": round(float(start), 3),
+                "end": round(float(end), 3),
+                "face_coverage": round(coverage, 3),
+                "box": None if box is None else [round(float(v), 1) for v in box],
+                "probs": _named(teacher.classes, pooled),
+            }
+        )
+    return records
+
+
+def check_table(records: list[dict], classes: Sequence[str]):
+    """A rich Table of ``check_files`` records: one row per face or window, top class marked."""
+    from rich.table import Table
+
+    table = Table(title="video teacher")
+    for name in ("file", "face / window", "box x,y,w,h", "faces", "top", *classes):
+        table.add_column(name, justify="left" if name in ("file", "top") else "right")
+    for r in records:
+        if "error" in r:
+            table.add_row(
+                Path(r["file"]).name, "[red]error[/red]", r["error"], *[""] * (len(classes) + 2)
+            )
+            continue
+        where = (
+            f"face {r['face']}" if r["kind"] == "image" else f"{r['start']:.1f}-{r['end']:.1f} s"
+        )
+        if r["kind"] == "image" and r["face"] is None:
+            where = "no face"
+        box = "" if r["box"] is None else ",".join(f"{v:.0f}" for v in r["box"])
+        faces = f"{r['face_coverage']:.0%}" if r["kind"] == "video" else ""
+        probs = r["probs"]
+        top = max(probs, key=probs.get) if probs else "[dim]masked[/dim]"
+        cells = [f"{probs[c]:.2f}" if probs else "" for c in classes]
+        table.add_row(Path(r["file"]).name, where, box, faces, top, *cells)
+    return table

@@ -1,0 +1,305 @@
+"""One training run of the student (supervised, or jointly distilled from teacher soft labels), and
+``cv`` over all folds.
+
+Per step (LiSER, arXiv 2507.00055, eq. of section 2.3)::
+
+    L = CE(logits, y) + lambda_a * D(audio head, audio teacher) + lambda_v * D(video head, video teacher)
+
+on a labeled batch of ``optim.batch_size`` clips and an unlabeled batch of
+``round(batch_size * distill.unlabeled_ratio)`` store windows, passed through the student together.
+``distill.schedule="two-stage"`` trains ``stage1_epochs`` epochs on the distillation terms alone,
+then fine-tunes on CE alone (fresh optimizer and schedule). An epoch is one pass over the labeled
+training clips (the same number of steps in stage 1).
+
+Everything random in an epoch is drawn from generators seeded by (seed, epoch), so a run stopped
+at any point and started again with the same command continues exactly where it would have been,
+and the same seed and config give the same metrics (on one CPU thread count).
+
+Under ``torchrun`` each process takes its share of every global batch (DDP, gloo on CPU, NCCL on
+GPU); process 0 evaluates, writes checkpoints and decides early stopping for all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .config import TrainConfig, replace, to_dict
+
+STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.pt"
+RUNTIME_KEYS = ("output_dir", "num_threads", "device", "data.num_workers")  # may change on resume
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist.is_initialized():
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> "bf16" where bf16 matmuls run natively (CUDA with bf16; CPUs with AMX or
+    AVX512-BF16), else "fp32": on other CPUs bf16 autocast is emulated and slower (see
+    benchmarks/bench_train.py). A fixed rule rather than a timing, so runs stay reproducible."""
+    if precision != "auto":
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be auto|fp32|bf16, got {precision!r}")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or getattr(
+        torch.cpu, "_is_avx512_bf16_supported", lambda: False
+    )()
+    return "bf16" if native else "fp32"
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup_fraction: float) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` of ``total``.
+
+    "onecycle": cosine from lr/25 up to lr over the warm-up, then cosine down to lr/25e4 (the lr
+    curve of torch's OneCycleLR); "cosine": linear warm-up from 0, cosine to 0; "constant": linear
+    warm-up, then 1.
+    """
+    warm = round(total * warmup_fraction)
+    if schedule == "onecycle":
+        if step < warm:
+            return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * step / warm))
+        final = 1 / 25e4
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    if step < warm:
+        return (step + 1) / (warm + 1)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {schedule!r}; use onecycle, cosine or constant")
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
+    """AdamW (no weight decay on biases and norm weights) and its LambdaLR schedule."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    other = [p for p in model.parameters() if p.ndim < 2]
+    optim = config.optim
+    groups = [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": other, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, total_steps, optim.schedule, optim.warmup_fraction),
+    )
+    return optimizer, scheduler
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """UAR (mean recall over the classes present in y_true) and WAR (accuracy), in [0, 1]."""
+    recalls = [np.mean(y_pred[y_true == c] == c) for c in range(n_classes) if (y_true == c).any()]
+    return {"uar": float(np.mean(recalls)), "war": float(np.mean(y_true == y_pred))}
+
+
+@torch.no_grad()
+def predict_clips(model, windows, clip_of, n_clips, device, precision, batch_size=256):
+    """Mean softmax of the supervised head over each clip's windows: (n_clips, C) float32."""
+    model.eval()
+    probs = []
+    for begin in range(0, len(windows), batch_size):
+        x = windows[begin : begin + batch_size].to(device).float()
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            probs.append(model(x)["logits"].float().softmax(-1).cpu())
+    probs = torch.cat(probs)
+    total = torch.zeros(n_clips, probs.shape[1]).index_add_(0, clip_of, probs)
+    counts = torch.bincount(clip_of, minlength=n_clips).clamp(min=1)
+    return (total / counts[:, None]).numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints and resume
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place: the old one is renamed away first, then deleted."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_state(out: Path, name: str, model, meta: dict, state: dict | None, tensors=None) -> None:
+    """Write ``out/name`` (checkpoint + optional training state) atomically as a whole folder."""
+    from .checkpoint import save_checkpoint
+
+    tmp = out / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(tmp, model, meta)
+    if state is not None:
+        torch.save(tensors, tmp / STATE_TENSORS)
+        (tmp / STATE_JSON).write_text(json.dumps(state, indent=1))
+    _replace_dir(tmp, out / name)
+
+
+def find_state(out: Path) -> Path | None:
+    """The folder of the last saved epoch (``last``, or ``last.old`` after a crash mid-swap)."""
+    for name in ("last", "last.old"):
+        if (out / name / STATE_JSON).is_file():
+            return out / name
+    return None
+
+
+def comparable(config: TrainConfig) -> dict:
+    """The config without settings that may change between a run and its resumption."""
+    data = to_dict(config)
+    for key in RUNTIME_KEYS:
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node.pop(last, None)
+    return data
+
+
+def check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
+    from .config import from_dict
+
+    ours, theirs = comparable(config), comparable(from_dict(TrainConfig, saved))
+    if ours != theirs:
+        diff = [k for k in ours if ours[k] != theirs.get(k)]
+        raise ValueError(
+            f"{where} holds a run with another config (sections differ: {', '.join(diff)}); "
+            "use another output_dir or delete that folder to start over"
+        )
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed
+
+
+def init_distributed(device_name: str) -> tuple[int, int, bool]:
+    """(rank, world size, whether we started the process group) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        return (dist.get_rank(), dist.get_world_size(), False) if dist.is_initialized() else (0, 1, False)
+    cuda = device_name != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def share(n: int, rank: int, world: int) -> np.ndarray:
+    """This process's rows of a global batch of n."""
+    return np.array_split(np.arange(n), world)[rank]
+
+
+def broadcast_floats(values: list[float], device, world: int) -> list[float]:
+    """Process 0's values, on every process."""
+    if world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(tensor, 0)
+    return tensor.tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def train(config: TrainConfig, progress: bool = True) -> dict:
+    """Train one student on fold ``config.data.fold``; return the metrics (also in
+    ``output_dir/metrics.json``) with ``checkpoint``: the best checkpoint's folder.
+
+    Running the same config again on the same ``output_dir`` resumes an interrupted run, or returns
+    the metrics of a finished one.
+    """
+    from .train_loop import Run
+
+    out = Path(config.output_dir).expanduser()
+    finished = out / "metrics.json"
+    if finished.is_file():
+        metrics = json.loads(finished.read_text())
+        check_same_run(metrics["config"], config, out)
+        return metrics
+    rank, world, started = init_distributed(config.device)
+    try:
+        return Run(config, rank, world, progress).fit()
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def cv(config: TrainConfig, progress: bool = True) -> dict:
+    """Train and test on every fold (``output_dir/fold-K``); a finished fold is not run again.
+    Writes ``output_dir/cv.json`` and ``cv.md``: per-fold and mean ± std UAR / WAR (percent)."""
+    from .manifest import read_manifest
+    from .splits import resolve_folds
+
+    df = read_manifest(config.data.manifest)
+    mode = resolve_folds(df, config.data.folds)
+    if mode == "ravdess":
+        from .constants import RAVDESS_FOLDS
+
+        folds = list(range(1, len(RAVDESS_FOLDS) + 1))
+    elif mode == "speaker":
+        folds = list(range(1, config.data.n_folds + 1))
+    else:
+        folds = sorted({int(f) for f in df["fold"]})
+    out = Path(config.output_dir).expanduser()
+    rows = []
+    for fold in folds:
+        fold_config = replace(
+            config,
+            **{"data.fold": fold, "output_dir": str(out / f"fold-{fold}"), "name": f"{config.name}-fold-{fold}"},
+        )
+        started = time.perf_counter()
+        metrics = train(fold_config, progress=progress)
+        test = metrics["test"]
+        rows.append(
+            {"fold": fold, "uar": test["uar"], "war": test["war"], "seconds": metrics.get("seconds")}
+        )
+        if progress:
+            print(
+                f"fold {fold}: UAR {100 * test['uar']:.2f} %  WAR {100 * test['war']:.2f} %  "
+                f"({time.perf_counter() - started:.0f} s this call)",
+                flush=True,
+            )
+    uar, war = np.array([r["uar"] for r in rows]), np.array([r["war"] for r in rows])
+    summary = {
+        "name": config.name,
+        "folds": rows,
+        "uar_mean": float(100 * uar.mean()),
+        "uar_std": float(100 * uar.std(ddof=1)) if len(rows) > 1 else 0.0,
+        "war_mean": float(100 * war.mean()),
+        "war_std": float(100 * war.std(ddof=1)) if len(rows) > 1 else 0.0,
+        "config": to_dict(config),
+    }
+    if int(os.environ.get("RANK", "0")) == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "cv.json", summary)
+        lines = [f"# {config.name}: {len(rows)} folds", "", "| fold | UAR % | WAR % |", "|---|---|---|"]
+        lines += [f"| {r['fold']} | {100 * r['uar']:.2f} | {100 * r['war']:.2f} |" for r in rows]
+        lines.append(
+            f"| mean ± std | {summary['uar_mean']:.2f} ± {summary['uar_std']:.2f} | "
+            f"{summary['war_mean']:.2f} ± {summary['war_std']:.2f} |"
+        )
+        tmp = out / ".cv.md.tmp"
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(out / "cv.md")
+    return summary

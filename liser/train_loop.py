@@ -1,0 +1,375 @@
+"""The epoch loop of one training run (see ``liser.train`` for what a run does and guarantees)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import data as D
+from . import train as T
+from .config import TrainConfig, to_dict
+from .losses import DistillationLoss, SupervisedLoss, class_weights
+
+
+class Run:
+    """Everything one process needs for one run: data, model, optimizer, counters."""
+
+    def __init__(self, config: TrainConfig, rank: int, world: int, progress: bool):
+        self.config, self.rank, self.world = config, rank, world
+        self.out = Path(config.output_dir).expanduser()
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.device = T.resolve_device(config.device)
+        self.precision = T.resolve_precision(config.precision, self.device)
+        self.console = Console(stderr=True, quiet=not (progress and rank == 0))
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+            disable=not (progress and rank == 0),
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Set-up
+
+    def prepare(self) -> None:
+        from .features import LogMel
+        from .manifest import corpus_classes, read_manifest
+        from .splits import split_fold
+
+        config, data = self.config, self.config.data
+        if not data.manifest:
+            raise ValueError("data.manifest is empty: give a labeled manifest (--set data.manifest=FILE)")
+        df = read_manifest(data.manifest)
+        self.classes = tuple(data.classes) or corpus_classes(df)
+        splits = split_fold(df, dataclasses.replace(data, classes=self.classes), config.seed)
+        self.mode = D.clip_mode(data, config.augment)
+        self.logmel = LogMel(config.frontend)
+        with self.progress:
+            self.sets = {
+                name: D.load_clips(splits[name], self.classes, config.frontend, data, self.mode, self.progress)
+                for name in ("train", "val", "test")
+            }
+        if len(self.sets["train"]) == 0:
+            raise ValueError(f"{data.manifest}: no usable training clip in fold {data.fold}")
+        if config.frontend.normalize == "global":
+            train = self.sets["train"]
+            raw = (
+                torch.from_numpy(x.astype(np.float32)) if self.mode == "features"
+                else self.logmel.log_mel(torch.from_numpy(x)[None])
+                for x in train.items
+            )  # fmt: skip
+            self.logmel.fit_global_stats(raw)
+        self.windows = {
+            name: D.eval_windows(self.sets[name], self.logmel, data.eval_hop_seconds)
+            for name in ("val", "test")
+            if len(self.sets[name])
+        }
+        self.stream, self.use = None, {"audio": False, "video": False}
+        distill = config.distill
+        if distill.stores:
+            if config.frontend.normalize == "global":
+                raise ValueError("distillation needs normalize 'utterance' or 'none': store features "
+                                 "are normalised when labeled, without the student's global statistics")  # fmt: skip
+            self.stream = D.UnlabeledStream(distill.stores, config.frontend, config.seed)
+            for kind in ("audio", "video"):
+                wanted = distill.teachers in ("both", kind)
+                have = bool(getattr(self.stream, f"{kind}_classes"))
+                if distill.teachers == kind and not have:
+                    raise ValueError(f"distill.teachers='{kind}' but no store has a {kind} teacher")
+                self.use[kind] = wanted and have and getattr(distill, f"{kind}_weight") > 0
+            if not any(self.use.values()):
+                raise ValueError("distill.stores are set but no teacher is used (weights 0?)")
+        self.skipped = [s for part in self.sets.values() for s in part.skipped]
+
+    def build(self) -> None:
+        from .student import Student
+
+        config, stream = self.config, self.stream
+        student = dataclasses.replace(
+            config.student,
+            n_classes=len(self.classes),
+            n_audio_classes=len(stream.audio_classes) if stream and stream.audio_classes else config.student.n_audio_classes,
+            n_video_classes=len(stream.video_classes) if stream and stream.video_classes else config.student.n_video_classes,
+        )  # fmt: skip
+        self.resolved = dataclasses.replace(config, student=student)
+        torch.manual_seed(config.seed)
+        self.model = Student(student, config.frontend).to(self.device)
+        self.net = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=True
+            )
+        labels = torch.from_numpy(self.sets["train"].labels)
+        weights = class_weights(labels, len(self.classes)) if config.optim.class_weighting else None
+        self.ce = SupervisedLoss(weights, config.optim.label_smoothing)
+        self.batch = config.optim.batch_size
+        n_train = len(self.sets["train"])
+        self.global_batch = min(self.batch, n_train)
+        self.steps = max(1, n_train // self.global_batch)
+        self.unlabeled_batch = max(1, round(self.batch * config.distill.unlabeled_ratio))
+        two = config.distill.schedule == "two-stage" and self.stream is not None
+        if config.distill.schedule not in ("joint", "two-stage"):
+            raise ValueError(f"distill.schedule must be joint or two-stage, got {config.distill.schedule!r}")
+        self.stage1 = config.distill.stage1_epochs if two else 0
+        self.total_epochs = self.stage1 + config.optim.epochs
+
+    def stage(self, epoch: int) -> str:
+        if epoch < self.stage1:
+            return "distill"
+        if self.stream is not None and self.config.distill.schedule == "joint":
+            return "joint"
+        return "supervised"
+
+    def new_optimizer(self, epoch: int) -> None:
+        epochs = self.stage1 if epoch < self.stage1 else self.config.optim.epochs
+        self.optimizer, self.scheduler = T.build_optimizer(self.model, self.config, epochs * self.steps)
+
+    def meta(self, epoch: int, metrics: dict) -> dict:
+        from . import __version__
+
+        meta = {
+            "config": to_dict(self.resolved),
+            "classes": list(self.classes),
+            "audio_classes": list(self.stream.audio_classes) if self.stream else [],
+            "video_classes": list(self.stream.video_classes) if self.stream else [],
+            "frontend": to_dict(self.config.frontend),
+            "metrics": metrics,
+            "seed": self.config.seed,
+            "epoch": epoch,
+            "precision": self.precision,
+            "versions": {"liser": __version__, "torch": torch.__version__},
+        }
+        if self.config.frontend.normalize == "global":
+            meta["frontend_stats"] = self.logmel.global_stats()
+        return meta
+
+    # ----------------------------------------------------------------------------------------
+    # Training
+
+    def fit(self) -> dict:
+        started = time.perf_counter()
+        self.prepare()
+        self.build()
+        self.new_optimizer(0)
+        state = {"epoch": -1, "best_uar": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
+                 "stopped": False, "seconds": 0.0}  # fmt: skip
+        saved = T.find_state(self.out)
+        if saved is not None:
+            state = self.resume(saved)
+        self.console.print(
+            f"[bold]{self.config.name}[/]: {len(self.sets['train'])} train / {len(self.sets['val'])} val / "
+            f"{len(self.sets['test'])} test clips, {len(self.classes)} classes, {self.mode} mode, "
+            f"{self.precision}, {self.device}, {self.world} process(es)"
+            + (f", {len(self.stream)} unlabeled windows" if self.stream else "")
+            + (f"; resuming after epoch {state['epoch'] + 1}" if saved else "")
+        )
+        with self.progress:
+            for epoch in range(state["epoch"] + 1, self.total_epochs):
+                if state["stopped"]:
+                    break
+                if epoch == self.stage1 and epoch > 0:
+                    self.new_optimizer(epoch)  # two-stage: fine-tuning starts afresh
+                tick = time.perf_counter()
+                losses = self.epoch(epoch)
+                self.end_epoch(epoch, state, losses, time.perf_counter() - tick)
+        return self.finish(state, time.perf_counter() - started)
+
+    def epoch(self, epoch: int) -> dict:
+        config, stage = self.config, self.stage(epoch)
+        rng = np.random.default_rng([config.seed, epoch])
+        torch.manual_seed(config.seed * 1_000_003 + epoch * 7919 + self.rank)
+        train = self.sets["train"]
+        order = rng.permutation(len(train))
+        draws = D.draw_augment(rng, self.steps * self.global_batch, config.augment)
+        unlabeled = self.stream.epoch(epoch, self.unlabeled_batch) if stage != "supervised" else None
+        sums: dict[str, float] = defaultdict(float)
+        self.net.train()
+        task = self.progress.add_task(f"epoch {epoch + 1}/{self.total_epochs}", total=self.steps, info="")
+        try:
+            for step in range(self.steps):
+                span = slice(step * self.global_batch, (step + 1) * self.global_batch)
+                rows = T.share(self.global_batch, self.rank, self.world)
+                inputs, labeled = [], 0
+                if stage != "distill":
+                    index = order[span][rows]
+                    x = D.train_batch(train, index, D.take(D.take(draws, span), rows), self.logmel, config.augment)
+                    inputs.append(x)
+                    labeled = len(index)
+                    targets = torch.from_numpy(train.labels[index])
+                    mix = self.mixup(x, epoch, step)
+                batch = next(unlabeled) if unlabeled is not None else None
+                if batch is not None:
+                    urows = T.share(batch["features"].shape[0], self.rank, self.world)
+                    batch = {k: v[urows] if torch.is_tensor(v) else v for k, v in batch.items()}
+                    inputs.append(batch["features"])
+                x = torch.cat(inputs).to(self.device, non_blocking=True)
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+                    out = self.net(x)
+                loss = torch.zeros((), device=self.device)
+                if labeled:
+                    targets = targets.to(self.device)
+                    logits = out["logits"][:labeled]
+                    if mix is None:
+                        ce = self.ce(logits, targets)
+                    else:
+                        ce = self.ce.mixed(logits, targets, targets[mix[1]].to(self.device), mix[0])
+                    loss = loss + ce
+                    sums["ce"] += ce.item()
+                if batch is not None:
+                    for kind in ("audio", "video"):
+                        if not self.use[kind]:
+                            continue
+                        term = DistillationLoss(
+                            config.distill.loss,
+                            config.distill.weighting,
+                            config.distill.temperature,
+                            batch[f"{kind}_temperature"],
+                        )(out[kind][labeled:], batch[f"{kind}_probs"].to(self.device), batch[f"{kind}_mask"].to(self.device))
+                        loss = loss + getattr(config.distill, f"{kind}_weight") * term
+                        sums[kind] += term.item()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                sums["loss"] += loss.item()
+                self.progress.update(task, advance=1, info=f"loss {sums['loss'] / (step + 1):.3f}")
+        finally:
+            if unlabeled is not None:
+                unlabeled.close()
+            self.progress.remove_task(task)
+        result = {k: v / self.steps for k, v in sums.items()}
+        result["lr"] = self.scheduler.get_last_lr()[0]
+        return result
+
+    def mixup(self, x: torch.Tensor, epoch: int, step: int):
+        """Mix labeled inputs in place with a permutation of the batch: (lam, permutation) or None."""
+        alpha = self.config.augment.mixup
+        if alpha <= 0 or len(x) < 2:
+            return None
+        rng = np.random.default_rng([self.config.seed, epoch, step, self.rank, 11])
+        lam = float(rng.beta(alpha, alpha))
+        perm = torch.from_numpy(rng.permutation(len(x)))
+        x.mul_(lam).add_((1 - lam) * x[perm])
+        return lam, perm
+
+    def evaluate(self, name: str) -> tuple[np.ndarray, dict]:
+        """Clip probabilities (n_clips, C) and UAR / WAR of split ``name`` (process 0's model)."""
+        clips = self.sets[name]
+        windows, clip_of = self.windows[name]
+        probs = T.predict_clips(self.model, windows, clip_of, len(clips), self.device, self.precision)
+        return probs, T.scores(clips.labels, probs.argmax(1), len(self.classes))
+
+    def end_epoch(self, epoch: int, state: dict, losses: dict, seconds: float) -> None:
+        stage = self.stage(epoch)
+        val = {"uar": float("nan"), "war": float("nan")}
+        has_val = "val" in self.windows and stage != "distill"
+        if has_val:
+            if self.rank == 0:
+                val = self.evaluate("val")[1]
+            val["uar"], val["war"] = T.broadcast_floats([val["uar"], val["war"]], self.device, self.world)
+        improved = stage != "distill" and (not has_val or val["uar"] > state["best_uar"] + 1e-9)
+        if improved:
+            state.update(best_uar=val["uar"] if has_val else -1.0, best_epoch=epoch, bad_epochs=0)
+        elif stage != "distill":
+            state["bad_epochs"] += 1
+        patience = self.config.optim.patience
+        state["stopped"] = bool(has_val and patience and state["bad_epochs"] >= patience)
+        record = {"epoch": epoch + 1, "stage": stage, **losses, "val_uar": val["uar"], "val_war": val["war"],
+                  "seconds": seconds}  # fmt: skip
+        state["history"].append(record)
+        state["epoch"] = epoch
+        state["seconds"] = state.get("seconds", 0.0) + seconds
+        self.console.print(
+            f"epoch {epoch + 1}/{self.total_epochs} {stage}: loss {losses.get('loss', 0):.4f}"
+            + (f", val UAR {100 * val['uar']:.2f} % WAR {100 * val['war']:.2f} %" if has_val else "")
+            + (" [green]best[/]" if improved and has_val else "")
+            + f" ({seconds:.1f} s)"
+        )
+        if self.rank == 0:
+            metrics = {"val_uar": val["uar"], "val_war": val["war"], "epoch": epoch + 1}
+            if improved:
+                T.save_state(self.out, "best", self.model, self.meta(epoch, metrics), None)
+            tensors = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+            payload = {**state, "config": to_dict(self.config)}
+            T.save_state(self.out, "last", self.model, self.meta(epoch, metrics), payload, tensors)
+        if self.world > 1:
+            dist.barrier()
+
+    def resume(self, folder: Path) -> dict:
+        from .checkpoint import load_checkpoint
+
+        state = json.loads((folder / T.STATE_JSON).read_text())
+        T.check_same_run(state.pop("config"), self.config, self.out)
+        loaded, _ = load_checkpoint(folder)
+        self.model.load_state_dict(loaded.state_dict())
+        self.new_optimizer(state["epoch"])
+        tensors = torch.load(folder / T.STATE_TENSORS, map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(tensors["optimizer"])
+        self.scheduler.load_state_dict(tensors["scheduler"])
+        return state
+
+    def finish(self, state: dict, seconds: float) -> dict:
+        """Test the best checkpoint, write metrics.json on process 0, return the metrics."""
+        from .checkpoint import load_checkpoint
+
+        path = self.out / "best"
+        if self.rank == 0:
+            best, _ = load_checkpoint(path)
+            self.model.load_state_dict(best.state_dict())
+            probs, summary = self.evaluate("test")
+            metrics = {
+                "name": self.config.name,
+                "fold": self.config.data.fold,
+                "test": self.test_report(probs, summary),
+                "val_uar": state["best_uar"],
+                "best_epoch": state["best_epoch"] + 1,
+                "epochs": state["epoch"] + 1,
+                "stopped_early": state["stopped"],
+                "checkpoint": str(path),
+                "precision": self.precision,
+                "mode": self.mode,
+                "train_seconds": state.get("seconds", 0.0),
+                "seconds": seconds,
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                "history": state["history"],
+                "config": to_dict(self.config),
+            }
+            self.out.mkdir(parents=True, exist_ok=True)
+            T.write_json(self.out / "metrics.json", metrics)
+            test = metrics["test"]
+            self.console.print(
+                f"[bold]test[/] (best epoch {state['best_epoch'] + 1}): UAR {100 * test['uar']:.2f} % "
+                f"WAR {100 * test['war']:.2f} %  -> {self.out / 'metrics.json'}"
+            )
+        if self.world > 1:
+            dist.barrier()
+        return json.loads((self.out / "metrics.json").read_text())
+
+    def test_report(self, probs: np.ndarray, summary: dict) -> dict:
+        """UAR, WAR, macro-F1, per-class recall and the confusion matrix of the test clips (the
+        matrix also as CSV / PNG next to metrics.json)."""
+        clips = self.sets["test"]
+        report = dict(summary)
+        try:
+            from .evaluate import classification_report
+        except ImportError:  # evaluate.py not there yet: UAR / WAR only
+            return report
+        full = classification_report(clips.labels, probs, self.classes, output_dir=self.out, ids=clips.df["id"].tolist())
+        report.update(full)
+        return report
