@@ -114,13 +114,18 @@ def _pyav_reader(path: Path, start: float) -> _Reader:
         container.close()
         raise AudioError(path, "audio stream without a sample rate")
     origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    to_skip = round(start * rate)  # samples before `start` still to drop; None: ask the 1st frame
     if start > 0:
         # land a little early: a decoder's first frame after a seek lacks its overlap (AAC, MP3)
         at = max(0.0, start - SEEK_PREROLL_SECONDS)
-        container.seek(round((origin + at) / stream.time_base), stream=stream, backward=True)
+        try:
+            container.seek(round((origin + at) / stream.time_base), stream=stream, backward=True)
+            to_skip = None
+        except av.error.FFmpegError:  # not seekable: decode from the beginning instead
+            pass
 
     def blocks() -> Iterator[np.ndarray]:
-        to_skip = None if start > 0 else 0  # samples before `start` still to drop
+        nonlocal to_skip
         bad = 0
         for packet in container.demux(stream):
             try:
@@ -196,7 +201,8 @@ def load_audio(
     Returns
     -------
     wave : np.ndarray, float32, shape = (n_samples,), mono at `sample_rate`, where
-        n_samples = round(native_frames * sample_rate / native_rate) of the segment read.
+        n_samples = round(native_frames * sample_rate / native_rate) of the segment read
+        (shorter than `duration` when the file ends first).
 
     Raises AudioError for missing, empty, undecodable, audio-less files, NaN/Inf samples, a segment
     shorter than `min_seconds`, or digital silence (unless `allow_silent`).
@@ -269,7 +275,7 @@ def stream_audio(
         None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, "float32")
     )
     pending: list[np.ndarray] = []
-    n_pending, n_done, n_native = 0, 0, 0
+    n_pending, n_native = 0, 0
     try:
         for block in _with_last(reader):
             if block is not None:
@@ -287,7 +293,6 @@ def stream_audio(
                 joined = np.concatenate(pending)
                 piece, rest = joined[:chunk], joined[chunk:]
                 pending, n_pending = [rest], len(rest)
-                n_done += len(piece)
                 yield np.ascontiguousarray(piece, dtype=np.float32)
     except AudioError:
         raise

@@ -90,7 +90,11 @@ def _sha256(path: Path) -> str:
 def _check_classes(meta: dict, model: Student) -> None:
     if not meta.get("classes"):
         raise CheckpointError("checkpoint meta needs 'classes' (the supervised head's class names)")
-    for key, head in (("classes", "logits"), ("audio_classes", "audio"), ("video_classes", "video")):
+    for key, head in (
+        ("classes", "logits"),
+        ("audio_classes", "audio"),
+        ("video_classes", "video"),
+    ):
         names = meta.get(key)
         if names and len(names) != model.sizes[head]:
             raise CheckpointError(
@@ -211,7 +215,9 @@ def _read(path: Path) -> tuple[Path, dict]:
         if stored is not None and stored.get("weights_sha256") == _sha256(weights):
             meta = stored
         else:
-            log.warning("%s does not match %s; using the meta stored in the weights", record, weights)
+            log.warning(
+                "%s does not match %s; using the meta stored in the weights", record, weights
+            )
     return weights, meta
 
 

@@ -178,6 +178,57 @@ def teacher_check_video(
         raise typer.Exit(1)
 
 
+@teacher_app.command("fit-audio")
+def teacher_fit_audio(
+    config: Path | None = typer.Argument(None, help="YAML AudioTeacherConfig."),
+    overrides: list[str] = typer.Option([], "--set", help="Config override key=value."),
+    folds: str | None = typer.Option(
+        None, help="Comma-separated test folds (e.g. 1,2,3,4,5,6): one teacher per fold in "
+        "OUTPUT_DIR/foldK and summary.json [default: data.fold only]."  # fmt: skip
+    ),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Fit an audio teacher (LoRA + pooling head, or a head on a frozen encoder) on a fold."""
+    import json
+
+    from .config import AudioTeacherConfig, load_config
+    from .teachers.fit_audio import fit_audio_teacher, fit_audio_teacher_folds
+
+    try:
+        cfg = load_config(AudioTeacherConfig, config, overrides)
+        if folds:
+            fold_list = tuple(int(f) for f in folds.split(","))
+            typer.echo(json.dumps(fit_audio_teacher_folds(cfg, fold_list, not quiet), indent=1))
+        else:
+            typer.echo(fit_audio_teacher(cfg, progress=not quiet))
+    except (OSError, ValueError) as error:  # TeacherError, ManifestError, ConfigError
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+
+
+@teacher_app.command("calibrate")
+def teacher_calibrate(
+    audio_teacher: str = typer.Option(..., help="Teacher SPEC (fitted folder, checkpoint, ...)."),
+    manifest: Path = typer.Option(..., help="Labeled manifest."),
+    output: Path = typer.Option(..., "-o", "--output", help="Report folder."),
+    fold: int | None = typer.Option(None, help="Test fold whose SPLIT is used [default: all clips]."),
+    split: str = typer.Option("val", help="train | val | test (with --fold)."),
+    store: bool = typer.Option(True, help="Store the fitted temperature with the teacher."),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto."),
+) -> None:
+    """ECE, reliability diagrams, confidence-correctness correlation and temperature scaling."""
+    import json
+
+    from .teachers.calibration import calibrate_teacher
+
+    try:
+        report = calibrate_teacher(audio_teacher, manifest, output, fold, split, store, device)
+    except (OSError, ValueError) as error:  # TeacherError, ManifestError
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(json.dumps(report, indent=1))
+
+
 @app.command("label")
 def label_command(
     src: Path = typer.Argument(..., help="Folder of videos/audio (recursive), manifest, or file."),
@@ -208,3 +259,60 @@ def label_command(
         raise typer.Exit(2) from error
     if quiet:
         typer.echo(json.dumps(summary))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder (or its checkpoint.json)."),
+    manifest: Path = typer.Argument(..., help="Labeled manifest (.parquet, .csv or .jsonl)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Report folder [default: CHECKPOINT/eval-MANIFEST]."
+    ),
+    window: float | None = typer.Option(None, help="Window seconds [default: the checkpoint's]."),
+    hop: float | None = typer.Option(None, help="Window hop seconds [default: window / 2]."),
+    batch_size: int = typer.Option(32, help="Windows per forward pass."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1."),
+) -> None:
+    """UAR, WAR, macro-F1, per-class recall and confusion matrix (CSV + PNG) of a checkpoint."""
+    from rich.console import Console
+
+    from .evaluate import evaluate_checkpoint, metrics_table
+
+    try:
+        metrics = evaluate_checkpoint(checkpoint, manifest, output, window, hop, batch_size, device)
+    except (OSError, ValueError) as error:  # CheckpointError, ManifestError, unknown labels
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    Console().print(metrics_table(metrics, title=f"{checkpoint} on {manifest.name}"))
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder (or its checkpoint.json)."),
+    paths: list[Path] = typer.Argument(..., help="Audio or video files, or folders of them."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="File [default: stdout]."),
+    format: str | None = typer.Option(
+        None, "--format", help="json | jsonl | csv [default: OUTPUT's extension, else json]."
+    ),
+    window: float | None = typer.Option(None, help="Window seconds [default: the checkpoint's]."),
+    hop: float | None = typer.Option(None, help="Window hop seconds [default: window / 2]."),
+    batch_size: int = typer.Option(32, help="Windows per forward pass."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1."),
+    config: Path | None = typer.Option(
+        None, help="YAML TrainConfig whose front end must match the checkpoint's."
+    ),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Per-window and per-file class probabilities for files of any length."""
+    from .config import TrainConfig, load_config
+    from .predict import predict
+
+    try:
+        frontend = load_config(TrainConfig, config).frontend if config else None
+        results = predict(checkpoint, paths, output, format, window, hop, batch_size, device,
+                          frontend, progress=not quiet)  # fmt: skip
+    except (OSError, ValueError) as error:  # CheckpointError, FrontEndMismatch, ConfigError
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    if not any("error" not in r for r in results):
+        raise typer.Exit(1)

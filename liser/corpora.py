@@ -240,6 +240,10 @@ def cremad_manifest(
         demographics = next((c for c in candidates if c.is_file()), None)
     if demographics is not None:
         table = pd.read_csv(demographics)
+        if not {"ActorID", "Sex"} <= set(table.columns):
+            raise ValueError(
+                f"{demographics}: needs columns ActorID and Sex (VideoDemographics.csv)"
+            )
         sex = dict(
             zip(table["ActorID"].astype(str), table["Sex"].astype(str).str.lower(), strict=True)
         )
@@ -260,6 +264,8 @@ def folder_manifest(root: str | Path, speaker_pattern: str | None = None) -> pd.
     pattern = re.compile(speaker_pattern) if speaker_pattern else None
     rows, skipped, seen = [], [], set()
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS]
+    skipped += [(p.absolute(), "bad name: not inside a class folder") for p in sorted(loose)]
     for class_dir in classes:
         for path in progress(list_media(class_dir, errors=skipped), f"Reading {class_dir.name}"):
             relative = path.relative_to(class_dir.absolute()).as_posix()

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def clip_mode(data: DataConfig, augment: AugmentConfig) -> str:
-    """"features" (cached whole-clip log-Mel, cropped in frames) or "waves" (log-Mel per batch)."""
+    """ "features" (cached whole-clip log-Mel, cropped in frames) or "waves" (log-Mel per batch)."""
     return "features" if data.cache_dir and augment.noise_snr_db <= 0 else "waves"
 
 

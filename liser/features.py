@@ -98,14 +98,18 @@ class LogMel(nn.Module):
         if stft not in ("auto", "torch", "conv"):
             raise ValueError(f"stft must be auto|torch|conv, got {stft!r}")
         if frontend.win_samples > frontend.n_fft:
-            raise ValueError(f"window ({frontend.win_samples}) longer than n_fft ({frontend.n_fft})")
+            raise ValueError(
+                f"window ({frontend.win_samples}) longer than n_fft ({frontend.n_fft})"
+            )
         self.frontend, self.stft = frontend, stft
         self.n_fft, self.hop = frontend.n_fft, frontend.hop_samples
         n_bins = self.n_fft // 2 + 1
         window = torch.hann_window(frontend.win_samples, periodic=True, dtype=torch.float64)
         left = (self.n_fft - frontend.win_samples) // 2  # torch.stft centres a short window
         padded = F.pad(window, (left, self.n_fft - frontend.win_samples - left))
-        angle = 2 * math.pi * torch.outer(torch.arange(n_bins), torch.arange(self.n_fft)) / self.n_fft
+        angle = (
+            2 * math.pi * torch.outer(torch.arange(n_bins), torch.arange(self.n_fft)) / self.n_fft
+        )
         angle = angle.to(torch.float64)
         basis = torch.cat([padded * torch.cos(angle), -padded * torch.sin(angle)])
         self.register_buffer("window", window.float(), persistent=False)
@@ -143,10 +147,14 @@ class LogMel(nn.Module):
             raise ValueError(f"expected a wave batch of shape (B, N), got {tuple(wave.shape)}")
         if not _exporting() and wave.shape[-1] <= self.n_fft // 2:
             raise ValueError(f"wave of {wave.shape[-1]} samples: need > {self.n_fft // 2}")
-        with torch.autocast(wave.device.type, enabled=False):
-            power = self.power_spectrum(wave.float())
-            mel = torch.matmul(self.mel_fb, power)
-            return torch.log(torch.clamp(mel, min=self.frontend.log_floor))
+        if _exporting():  # export graphs carry no autocast regions
+            return self._log_mel(wave.float())
+        with torch.autocast(wave.device.type, enabled=False):  # always fp32, even under bf16
+            return self._log_mel(wave.float())
+
+    def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        mel = torch.matmul(self.mel_fb, self.power_spectrum(wave))
+        return torch.log(torch.clamp(mel, min=self.frontend.log_floor))
 
     def normalise(self, features: torch.Tensor) -> torch.Tensor:
         """Apply the config's normalisation to log-Mel (B, n_mels, T) (e.g. after cropping)."""
@@ -242,7 +250,9 @@ class FeatureCache:
             self._hashes[memo] = digest.hexdigest()
         return self._hashes[memo]
 
-    def key(self, path: str | os.PathLike, start: float = 0.0, duration: float | None = None) -> str:
+    def key(
+        self, path: str | os.PathLike, start: float = 0.0, duration: float | None = None
+    ) -> str:
         parts = (self.file_hash(path), _format_seconds(start), _format_seconds(duration))
         return hashlib.sha1("|".join((*parts, self.fingerprint)).encode()).hexdigest()
 
@@ -333,3 +343,32 @@ def cached_features(
     return cache.get_or_compute(
         path, start, duration, lambda: clip_features(path, start, duration, logmel)
     )
+
+
+def features_for_clips(
+    clips: Iterable[tuple[str | os.PathLike, float, float | None]],
+    cache: FeatureCache | None = None,
+    logmel: LogMel | None = None,
+    progress: bool = True,
+) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
+    """`cached_features` of many (path, start, duration) clips, with a progress bar.
+
+    Returns (features, skipped): one (n_mels, T) array per clip, None where the clip could not
+    be used, and (path, reason) for each of those; a bad file never stops the run.
+    """
+    from rich.progress import track
+
+    from .audio import AudioError
+
+    clips = list(clips)
+    if logmel is None:
+        logmel = LogMel(cache.frontend if cache is not None else None)
+    features: list[np.ndarray | None] = []
+    skipped: list[tuple[str, str]] = []
+    for path, start, duration in track(clips, "log-Mel features", disable=not progress):
+        try:
+            features.append(cached_features(path, start, duration, cache, logmel))
+        except AudioError as err:
+            features.append(None)
+            skipped.append((err.path, err.reason))
+    return features, skipped

@@ -115,6 +115,7 @@ def label(
         st.repair_store(store_dir)
         done = st.done_clips(store_dir)
         todo = [c for c in clips if c.key not in done and not _skipped_before(header, c)]
+        _check_unavailable(header, audio, video, todo)
         job = LabelJob(store_dir, config, header, audio, video, todo, progress)
         from .relabel import relabel_stale
 
@@ -249,15 +250,19 @@ def _resolve_teachers(header: dict, config: LabelConfig, audio_teacher, video_te
 
 
 def _stored_spec(stored: dict, kind: str):
-    info = stored.get(kind)
-    if not info:
-        return None
-    if not info.get("spec"):
-        raise st.StoreError(
-            f"the store's {kind} teacher (fingerprint {info['fingerprint']}) was given as an "
-            f"object, not a SPEC; pass it again to continue this store"
-        )
-    return info["spec"]
+    """The SPEC of the store's teacher (None when the store has none or was given an object)."""
+    return (stored.get(kind) or {}).get("spec")
+
+
+def _check_unavailable(header: dict, audio, video, todo: list[Clip]) -> None:
+    """New clips need every teacher of the store; one given as an object must be given again."""
+    for kind, teacher in (("audio", audio), ("video", video)):
+        info = header["teachers"].get(kind)
+        if todo and info and teacher is None:
+            raise st.StoreError(
+                f"the store's {kind} teacher (fingerprint {info['fingerprint']}) was given as an "
+                f"object, not a SPEC; pass it again to label the {len(todo)} new clip(s)"
+            )
 
 
 def _device(device: str) -> str:

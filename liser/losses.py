@@ -163,7 +163,9 @@ class DistillationLoss(nn.Module):
         if loss not in DIVERGENCES:
             raise ValueError(f"unknown distillation loss '{loss}'; choose one of {DIVERGENCES}")
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown instance weighting '{weighting}'; choose one of {WEIGHTINGS}")
+            raise ValueError(
+                f"unknown instance weighting '{weighting}'; choose one of {WEIGHTINGS}"
+            )
         self.loss, self.weighting = loss, weighting
         self.temperature, self.calibration_temperature = temperature, calibration_temperature
 

@@ -1,4 +1,4 @@
-"""The clip table (manifest): schema, reading and writing, validation, EmoBox import and export.
+"""The clip table (manifest): schema, reading and writing, validation, class lists, reports.
 
 A manifest is a ``pandas.DataFrame`` with one row per clip and the columns
 
@@ -52,6 +52,8 @@ STRING_COLUMNS = ("id", "path", "speaker", "label", "corpus")
 FLOAT_COLUMNS = ("start", "duration")
 CORPUS_CLASSES = {"ravdess": RAVDESS_CLASSES, "cremad": CREMAD_CLASSES}
 FORMATS = (".parquet", ".csv", ".jsonl")
+# Text columns: pandas 3's string dtype (NaN for null); plain objects (None for null) on pandas 2.
+STR_DTYPE = "str" if int(pd.__version__.split(".")[0]) >= 3 else object
 
 
 class ManifestError(ValueError):
@@ -85,7 +87,7 @@ def normalize_manifest(df: pd.DataFrame) -> pd.DataFrame:
 
 def _as_str(series: pd.Series) -> pd.Series:
     values = [None if is_null(v) else str(v) for v in series.tolist()]
-    return pd.Series(values, index=series.index, dtype="str")
+    return pd.Series(values, index=series.index, dtype=STR_DTYPE)
 
 
 def is_null(value) -> bool:
@@ -112,11 +114,19 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             df = pd.read_parquet(path)
         elif suffix == ".csv":
             # Read every base string column as text ("01" stays "01"); only empty cells are null.
-            dtypes = {c: "str" for c in STRING_COLUMNS}
+            dtypes = {c: str for c in STRING_COLUMNS}
             df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=[""])
         else:
+            records = []
             with open(path, encoding="utf-8") as f:
-                df = pd.DataFrame([json.loads(line) for line in f if line.strip()])
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError as error:
+                        raise ValueError(f"line {number}: {error}") from error
+            df = pd.DataFrame(records) if records else pd.DataFrame(columns=list(COLUMNS))
     except (OSError, ValueError) as error:
         raise ManifestError(f"{path}: cannot read manifest ({error})") from error
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -253,7 +263,10 @@ def corpus_classes(df: pd.DataFrame) -> tuple[str, ...]:
 
 
 def save_manifest(df: pd.DataFrame, path: str | Path) -> str:
-    """Write a built manifest (atomically) and return its ``manifest_report``."""
+    """Write a built manifest (atomically) and return its ``manifest_report``. Raises
+    ``ManifestError`` (and writes nothing) when no clip was found."""
+    if len(df) == 0:
+        raise ManifestError(f"no clips found; nothing written to {path}\n" + manifest_report(df))
     write_manifest(df, path)
     return manifest_report(df, path)
 
@@ -299,6 +312,22 @@ _LAZY = {
     "media": ("list_media", "probe_media"),
     "splits": ("split_fold", "speaker_folds", "check_speakers_disjoint"),
 }
+
+
+__all__ = [
+    "COLUMNS",
+    "ManifestError",
+    "corpus_classes",
+    "make_manifest",
+    "manifest_problems",
+    "manifest_report",
+    "normalize_manifest",
+    "read_manifest",
+    "save_manifest",
+    "validate_manifest",
+    "write_manifest",
+    *(name for names in _LAZY.values() for name in names),
+]
 
 
 def __getattr__(name: str):

@@ -65,11 +65,12 @@ def probe_media(path: str | Path) -> dict:
 
         try:
             header = sf.info(str(path))
-            info.update(has_audio=True, sample_rate=header.samplerate, channels=header.channels)
-            info["duration"] = header.frames / header.samplerate if header.samplerate else math.nan
-            return _checked(info)
         except Exception:  # noqa: BLE001 - not readable by libsndfile: try FFmpeg below
-            pass
+            header = None
+        if header is not None and header.samplerate > 0:
+            info.update(has_audio=True, sample_rate=header.samplerate, channels=header.channels)
+            info["duration"] = header.frames / header.samplerate
+            return _checked(info)
     return _checked(_probe_av(path, info))
 
 
@@ -79,7 +80,7 @@ def _probe_av(path: Path, info: dict) -> dict:
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except Exception as error:  # noqa: BLE001 - any FFmpeg failure is a reason to skip the file
-        raise ValueError(f"unreadable ({type(error).__name__}: {error})") from None
+        raise ValueError(f"cannot be opened ({type(error).__name__}: {error})") from None
     with container:
         audio = container.streams.audio[0] if container.streams.audio else None
         video = container.streams.video[0] if container.streams.video else None
@@ -124,6 +125,7 @@ def _checked(info: dict) -> dict:
 
 
 def progress(items: list, description: str) -> Iterable:
+    """``items`` with a rich progress bar on stderr when it is a terminal and the list is long."""
     if len(items) < 50 or not sys.stderr.isatty():
         return items
     from rich.progress import track

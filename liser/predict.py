@@ -45,7 +45,9 @@ def check_frontend(meta: dict, frontend: FrontEndConfig | None, where: str = "ch
     if frontend is None:
         return
     stored, given = meta["frontend"], to_dict(frontend)
-    diff = [f"{k}: {stored.get(k)!r} != {given.get(k)!r}" for k in given if stored.get(k) != given[k]]
+    diff = [
+        f"{k}: {stored.get(k)!r} != {given.get(k)!r}" for k in given if stored.get(k) != given[k]
+    ]
     if diff:
         raise FrontEndMismatch(
             f"{where} was trained with another front end ({'; '.join(diff)}; checkpoint's value "
@@ -54,7 +56,7 @@ def check_frontend(meta: dict, frontend: FrontEndConfig | None, where: str = "ch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
+    """ "auto" -> CUDA when available, else CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -171,12 +173,12 @@ class Predictor:
                     "label": self.classes[int(p.argmax())],
                     "probs": self._named(p),
                 }
-                for (start, end), p in zip(spans, probs)
+                for (start, end), p in zip(spans, probs, strict=True)
             ],
         }
 
     def _named(self, probs: np.ndarray) -> dict[str, float]:
-        return {name: round(float(p), 6) for name, p in zip(self.classes, probs)}
+        return {name: round(float(p), 6) for name, p in zip(self.classes, probs, strict=True)}
 
     def predict(self, waveform, sample_rate: int | None = None) -> dict:
         """A waveform (N,) or (N, channels) / (channels, N), numpy or torch, at ``sample_rate``
@@ -218,7 +220,9 @@ class Predictor:
             raise AudioError(path, "all silent (digital silence: every sample is ~0)")
         return {"path": str(path), **self._result(spans, probs, n)}
 
-    def predict_files(self, paths: Iterable[str | os.PathLike], progress: bool = True) -> list[dict]:
+    def predict_files(
+        self, paths: Iterable[str | os.PathLike], progress: bool = True
+    ) -> list[dict]:
         """Files and folders -> one result per file; a file that cannot be used gets
         {"path", "error"} and the others go on. Progress (rich) on stderr."""
         from rich.console import Console
@@ -286,10 +290,14 @@ def format_predictions(results: list[dict], format: str, classes: Iterable[str])
         if "error" in r:
             writer.writerow([r["path"], "error", "", "", "", *[""] * len(classes), r["error"]])
             continue
-        rows = [("file", 0.0, r["duration"], r)] + [("window", w["start"], w["end"], w) for w in r["windows"]]
+        rows = [("file", 0.0, r["duration"], r)] + [
+            ("window", w["start"], w["end"], w) for w in r["windows"]
+        ]
         for level, start, end, item in rows:
             probs = [f"{item['probs'][c]:.6f}" for c in classes]
-            writer.writerow([r["path"], level, f"{start:.3f}", f"{end:.3f}", item["label"], *probs, ""])
+            writer.writerow(
+                [r["path"], level, f"{start:.3f}", f"{end:.3f}", item["label"], *probs, ""]
+            )
     return out.getvalue()
 
 

@@ -9,6 +9,7 @@ within shards may differ). Ray is optional: ``pip install 'liser[ray]'``.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -144,6 +145,20 @@ def label_clips_ray(job) -> None:
         {"key": c.key, "path": c.path, "start": c.start, "end": np.nan if c.end is None else c.end}
         for c in job.todo
     ]
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # liser's own bar counts windows
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        _collect(job, _pipeline(ray, job, items))
+    finally:
+        logger.setLevel(level)
+
+
+def _pipeline(ray, job, items: list[dict]):
+    """clips -> ClipWorker actors -> AudioWorker actors; an iterator of pyarrow tables."""
+    config = job.config
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 2000))
     ds = ds.map_batches(
         ClipWorker,
@@ -164,7 +179,7 @@ def label_clips_ray(job) -> None:
         num_cpus=config.ray_cpus_per_actor,
         num_gpus=config.ray_gpus_per_actor or None,
     )  # fmt: skip
-    _collect(job, ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    return ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 def _collect(job, tables) -> None:

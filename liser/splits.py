@@ -28,7 +28,7 @@ import pandas as pd
 
 from .config import DataConfig
 from .constants import RAVDESS_FOLDS
-from .manifest import COLUMNS, ManifestError, validate_manifest
+from .manifest import COLUMNS, STR_DTYPE, ManifestError, validate_manifest
 
 log = logging.getLogger(__name__)
 
@@ -153,16 +153,15 @@ def split_fold(df: pd.DataFrame, data: DataConfig, seed: int = 0) -> dict[str, p
         raise ManifestError(f"val_fraction must be in [0, 1), got {data.val_fraction}")
     df = df.sort_values("id", kind="stable").reset_index(drop=True)
     df.attrs = {}
+    in_test = _test_mask(df, data, seed)  # on the whole manifest: folds do not depend on classes
     if data.classes:
-        other = df["label"].notna() & ~df["label"].isin(list(data.classes))
+        other = (df["label"].notna() & ~df["label"].isin(list(data.classes))).to_numpy()
         if other.any():
             counts = Counter(df.loc[other, "label"].tolist())
             log.warning("split_fold: dropped %d clips with labels outside data.classes: %s",
                         int(other.sum()), dict(sorted(counts.items())))  # fmt: skip
-            df = df[~other].reset_index(drop=True)
-
-    test_mask = _test_mask(df, data, seed)
-    test, pool = df[test_mask], df[~test_mask]
+            df, in_test = df[~other].reset_index(drop=True), in_test[~other]
+    test, pool = df[in_test], df[~in_test]
     check_speakers_disjoint({"train": pool, "test": test})
 
     speakers = sorted(set(pool["speaker"]))
@@ -190,7 +189,7 @@ def split_fold(df: pd.DataFrame, data: DataConfig, seed: int = 0) -> dict[str, p
     if data.label_fraction < 1:
         keep = _labeled_subset(train, data.label_fraction, seed)
         dropped = train[~keep].copy()
-        dropped["label"] = pd.Series([None] * len(dropped), index=dropped.index, dtype="str")
+        dropped["label"] = pd.Series([None] * len(dropped), index=dropped.index, dtype=STR_DTYPE)
         unlabeled.append(dropped)
         train = train[keep]
 

@@ -114,7 +114,10 @@ class Student(nn.Module):
             )
         channels = (1, *config.conv_channels)
         self.convs = nn.Sequential(
-            *(ConvBlock(c_in, c_out, config.pool) for c_in, c_out in zip(channels, channels[1:]))
+            *(
+                ConvBlock(c_in, c_out, config.pool)
+                for c_in, c_out in zip(channels, channels[1:], strict=False)
+            )
         )
         self.lstm = nn.LSTM(
             input_size=channels[-1],

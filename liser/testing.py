@@ -188,3 +188,157 @@ def tiny_whisper_ct2(folder: str | Path, n_mels: int = 80, d_model: int = 32, n_
     write_ct2(folder / "model.bin", variables)
     (folder / "config.json").write_text(json.dumps({"suppress_ids": [], "lang_ids": []}))
     return folder
+
+
+# --------------------------------------------------------------------------------------------
+# Toy emotion corpus and soft-label stores (training tests and benchmarks)
+
+
+def emotion_tone(
+    label: int,
+    seconds: float = 1.0,
+    shift: float = 0.0,
+    distractors: int = 2,
+    seed: int = 0,
+    sample_rate: int = SAMPLE_RATE,
+) -> np.ndarray:
+    """One clip of a toy emotion task: class ``label`` is a tone pulsed at ``4 * 1.5**label`` Hz
+    (scaled by ``2**shift``, e.g. a speaker's tempo), at a random pitch, under ``distractors``
+    louder tones at random pitches switching on and off at random slower rates, and noise. The
+    class is in the temporal pattern, which survives per-utterance normalisation of each mel band
+    and a frequency-invariant CNN. float32 mono, shape = (round(seconds * sample_rate),)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    rate = 4.0 * 1.5**label * 2**shift
+    pulses = (np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi)) > 0).astype(float)
+    pitch = 2 ** rng.uniform(np.log2(200), np.log2(2000))
+    wave = 0.15 * pulses * np.sin(2 * np.pi * pitch * t)
+    for _ in range(distractors):
+        freq = 2 ** rng.uniform(np.log2(150), np.log2(5000))
+        gate = (np.sin(2 * np.pi * rng.uniform(0.5, 2) * t + rng.uniform(0, 6.3)) > 0).astype(float)
+        wave += 0.25 * gate * np.sin(2 * np.pi * freq * t)
+    wave += 0.02 * rng.standard_normal(t.size)
+    return wave.astype(np.float32)
+
+
+def emotion_tones(
+    folder: str | Path,
+    n_speakers: int = 6,
+    clips_per_class: int = 4,
+    n_classes: int = 4,
+    seconds: tuple[float, float] = (0.6, 0.9),
+    distractors: int = 2,
+    seed: int = 0,
+):
+    """Write a labeled toy corpus of ``emotion_tone`` clips as 16 kHz wav files in ``folder``
+    (speakers ``spk0..``, each with its own pitch shift, ``clips_per_class`` clips per class) and
+    return its manifest (``id, path, start, duration, speaker, label, corpus``; classes
+    ``class0..``)."""
+    import pandas as pd
+    import soundfile as sf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for speaker in range(n_speakers):
+        shift = rng.uniform(-0.125, 0.125)
+        for label in range(n_classes):
+            for k in range(clips_per_class):
+                clip_id = f"spk{speaker}-c{label}-{k}"
+                wave = emotion_tone(
+                    label, rng.uniform(*seconds), shift, distractors, int(rng.integers(2**31))
+                )
+                path = folder / f"{clip_id}.wav"
+                sf.write(path, wave, SAMPLE_RATE)
+                rows.append(dict(id=clip_id, path=str(path.absolute()), start=0.0,
+                                 duration=len(wave) / SAMPLE_RATE, speaker=f"spk{speaker}",
+                                 label=f"class{label}", corpus="tones"))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def soft_label_store(
+    folder: str | Path,
+    frontend,
+    waves: list[np.ndarray],
+    audio_probs: list | None = None,
+    video_probs: list | None = None,
+    audio_classes: tuple[str, ...] = (),
+    video_classes: tuple[str, ...] = (),
+    temperature: float | None = None,
+    shard_windows: int = 64,
+) -> Path:
+    """A soft-label store of one window per wave (``fit_window`` to ``frontend.window_samples``),
+    features from ``LogMel(frontend)``, and the given teacher probabilities per window (a row of
+    None: no output from that teacher). Teachers are named "test-audio" / "test-video"."""
+    import torch
+
+    from .audio import fit_window
+    from .features import LogMel
+    from .store import ShardWriter, new_header, write_header
+
+    folder = Path(folder)
+    header = new_header(frontend, frontend.window_seconds, frontend.window_seconds, 0.0)
+    for kind, classes in (("audio", audio_classes), ("video", video_classes)):
+        if classes:
+            header["teachers"][kind] = {"spec": None, "classes": list(classes),
+                                        "fingerprint": f"test-{kind}", "temperature": temperature}  # fmt: skip
+    write_header(folder, header)
+    logmel = LogMel(frontend)
+    writer = ShardWriter(folder, shard_windows)
+    n = len(waves)
+    audio_probs = audio_probs if audio_probs is not None else [None] * n
+    video_probs = video_probs if video_probs is not None else [None] * n
+    for i, wave in enumerate(waves):
+        fitted = fit_window(wave, frontend.window_samples, frontend.pad)
+        with torch.no_grad():
+            features = logmel(torch.from_numpy(fitted)[None])[0].numpy().astype(np.float16)
+        a, v = audio_probs[i], video_probs[i]
+        clip = f"window{i}"
+        writer.add({
+            "window_id": [f"{clip}-0"], "clip": [clip], "source": [clip], "start": [0.0],
+            "end": [frontend.window_seconds], "features": [features.tobytes()],
+            "audio_probs": [None if a is None else list(map(float, a))],
+            "audio_confidence": [None if a is None else float(max(a))],
+            "audio_teacher": [None if a is None else "test-audio"],
+            "video_probs": [None if v is None else list(map(float, v))],
+            "video_confidence": [None if v is None else float(max(v))],
+            "video_teacher": [None if v is None else "test-video"],
+            "face_coverage": [None if v is None else 1.0],
+        })  # fmt: skip
+        writer.complete(clip)
+        if writer.full():
+            writer.flush()
+    writer.close()
+    return folder
+
+
+def student_checkpoint(
+    folder: str | Path,
+    classes: tuple[str, ...] = ("angry", "happy", "neutral", "sad"),
+    frontend=None,
+    student=None,
+    seed: int = 0,
+) -> Path:
+    """A checkpoint of a freshly initialised student (random BatchNorm statistics, so that
+    train and eval modes differ), saved with ``save_checkpoint``. Returns the folder."""
+    import dataclasses
+
+    import torch
+
+    from .checkpoint import save_checkpoint
+    from .config import FrontEndConfig, StudentConfig
+    from .student import Student
+
+    frontend = frontend or FrontEndConfig()
+    student = student or StudentConfig()
+    student = dataclasses.replace(student, n_classes=len(classes))
+    torch.manual_seed(seed)
+    model = Student(student, frontend)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+    meta = {"classes": list(classes), "seed": seed, "metrics": {}}
+    return save_checkpoint(folder, model, meta)

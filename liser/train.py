@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> "bf16" where bf16 matmuls run natively (CUDA with bf16; CPUs with AMX or
+    """ "auto" -> "bf16" where bf16 matmuls run natively (CUDA with bf16; CPUs with AMX or
     AVX512-BF16), else "fp32": on other CPUs bf16 autocast is emulated and slower (see
     benchmarks/bench_train.py). A fixed rule rather than a timing, so runs stay reproducible."""
     if precision != "auto":
@@ -57,9 +56,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or getattr(
-        torch.cpu, "_is_avx512_bf16_supported", lambda: False
-    )()
+    native = (
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    )
     return "bf16" if native else "fp32"
 
 
@@ -75,7 +75,9 @@ def lr_factor(step: int, total: int, schedule: str, warmup_fraction: float) -> f
         if step < warm:
             return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * step / warm))
         final = 1 / 25e4
-        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return final + (1 - final) * 0.5 * (
+            1 + math.cos(math.pi * (step - warm) / max(1, total - warm))
+        )
     if step < warm:
         return (step + 1) / (warm + 1)
     if schedule == "cosine":
@@ -100,27 +102,6 @@ def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
         lambda s: lr_factor(s, total_steps, optim.schedule, optim.warmup_fraction),
     )
     return optimizer, scheduler
-
-
-def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
-    """UAR (mean recall over the classes present in y_true) and WAR (accuracy), in [0, 1]."""
-    recalls = [np.mean(y_pred[y_true == c] == c) for c in range(n_classes) if (y_true == c).any()]
-    return {"uar": float(np.mean(recalls)), "war": float(np.mean(y_true == y_pred))}
-
-
-@torch.no_grad()
-def predict_clips(model, windows, clip_of, n_clips, device, precision, batch_size=256):
-    """Mean softmax of the supervised head over each clip's windows: (n_clips, C) float32."""
-    model.eval()
-    probs = []
-    for begin in range(0, len(windows), batch_size):
-        x = windows[begin : begin + batch_size].to(device).float()
-        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            probs.append(model(x)["logits"].float().softmax(-1).cpu())
-    probs = torch.cat(probs)
-    total = torch.zeros(n_clips, probs.shape[1]).index_add_(0, clip_of, probs)
-    counts = torch.bincount(clip_of, minlength=n_clips).clamp(min=1)
-    return (total / counts[:, None]).numpy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +177,11 @@ def init_distributed(device_name: str) -> tuple[int, int, bool]:
     """(rank, world size, whether we started the process group) from torchrun's environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or dist.is_initialized():
-        return (dist.get_rank(), dist.get_world_size(), False) if dist.is_initialized() else (0, 1, False)
+        return (
+            (dist.get_rank(), dist.get_world_size(), False)
+            if dist.is_initialized()
+            else (0, 1, False)
+        )
     cuda = device_name != "cpu" and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -247,7 +232,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
 def cv(config: TrainConfig, progress: bool = True) -> dict:
     """Train and test on every fold (``output_dir/fold-K``); a finished fold is not run again.
-    Writes ``output_dir/cv.json`` and ``cv.md``: per-fold and mean ± std UAR / WAR (percent)."""
+    Writes ``output_dir/cv.json`` (``evaluate.summarize_folds``: mean and sample std over folds,
+    in [0, 1]) and ``cv.md`` (a table in percent). Returns the summary."""
+    from .evaluate import summarize_folds
     from .manifest import read_manifest
     from .splits import resolve_folds
 
@@ -262,43 +249,35 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
     else:
         folds = sorted({int(f) for f in df["fold"]})
     out = Path(config.output_dir).expanduser()
-    rows = []
+    tests, rows = [], []
     for fold in folds:
-        fold_config = replace(
-            config,
-            **{"data.fold": fold, "output_dir": str(out / f"fold-{fold}"), "name": f"{config.name}-fold-{fold}"},
-        )
-        started = time.perf_counter()
-        metrics = train(fold_config, progress=progress)
-        test = metrics["test"]
-        rows.append(
-            {"fold": fold, "uar": test["uar"], "war": test["war"], "seconds": metrics.get("seconds")}
-        )
+        changes = {"data.fold": fold, "output_dir": str(out / f"fold-{fold}"),
+                   "name": f"{config.name}-fold-{fold}"}  # fmt: skip
+        metrics = train(replace(config, **changes), progress=progress)
+        tests.append(metrics["test"])
+        rows.append({"fold": fold, "uar": metrics["test"]["uar"], "war": metrics["test"]["war"],
+                     "macro_f1": metrics["test"]["macro_f1"], "best_epoch": metrics["best_epoch"],
+                     "train_seconds": metrics["train_seconds"]})  # fmt: skip
         if progress:
-            print(
-                f"fold {fold}: UAR {100 * test['uar']:.2f} %  WAR {100 * test['war']:.2f} %  "
-                f"({time.perf_counter() - started:.0f} s this call)",
-                flush=True,
-            )
-    uar, war = np.array([r["uar"] for r in rows]), np.array([r["war"] for r in rows])
+            print(f"fold {fold}: UAR {100 * rows[-1]['uar']:.2f} %  WAR {100 * rows[-1]['war']:.2f} %  "
+                  f"({rows[-1]['train_seconds']:.0f} s of training)", flush=True)  # fmt: skip
     summary = {
         "name": config.name,
         "folds": rows,
-        "uar_mean": float(100 * uar.mean()),
-        "uar_std": float(100 * uar.std(ddof=1)) if len(rows) > 1 else 0.0,
-        "war_mean": float(100 * war.mean()),
-        "war_std": float(100 * war.std(ddof=1)) if len(rows) > 1 else 0.0,
+        **summarize_folds(tests),
         "config": to_dict(config),
     }
     if int(os.environ.get("RANK", "0")) == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "cv.json", summary)
-        lines = [f"# {config.name}: {len(rows)} folds", "", "| fold | UAR % | WAR % |", "|---|---|---|"]
-        lines += [f"| {r['fold']} | {100 * r['uar']:.2f} | {100 * r['war']:.2f} |" for r in rows]
-        lines.append(
-            f"| mean ± std | {summary['uar_mean']:.2f} ± {summary['uar_std']:.2f} | "
-            f"{summary['war_mean']:.2f} ± {summary['war_std']:.2f} |"
-        )
+        lines = [f"# {config.name}: {len(rows)} folds", "",
+                 "| fold | UAR % | WAR % | macro-F1 % | best epoch | training s |",
+                 "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['fold']} | {100 * r['uar']:.2f} | {100 * r['war']:.2f} | {100 * r['macro_f1']:.2f} "
+                  f"| {r['best_epoch']} | {r['train_seconds']:.0f} |" for r in rows]  # fmt: skip
+        cell = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"  # noqa: E731
+        lines.append(f"| mean ± std | {cell(summary['uar'])} | {cell(summary['war'])} | "
+                     f"{cell(summary['macro_f1'])} | | |")  # fmt: skip
         tmp = out / ".cv.md.tmp"
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(out / "cv.md")

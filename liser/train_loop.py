@@ -36,7 +36,6 @@ class Run:
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
             console=self.console,
             disable=not (progress and rank == 0),
         )
@@ -51,7 +50,9 @@ class Run:
 
         config, data = self.config, self.config.data
         if not data.manifest:
-            raise ValueError("data.manifest is empty: give a labeled manifest (--set data.manifest=FILE)")
+            raise ValueError(
+                "data.manifest is empty: give a labeled manifest (--set data.manifest=FILE)"
+            )
         df = read_manifest(data.manifest)
         self.classes = tuple(data.classes) or corpus_classes(df)
         splits = split_fold(df, dataclasses.replace(data, classes=self.classes), config.seed)
@@ -59,7 +60,9 @@ class Run:
         self.logmel = LogMel(config.frontend)
         with self.progress:
             self.sets = {
-                name: D.load_clips(splits[name], self.classes, config.frontend, data, self.mode, self.progress)
+                name: D.load_clips(
+                    splits[name], self.classes, config.frontend, data, self.mode, self.progress
+                )
                 for name in ("train", "val", "test")
             }
         if len(self.sets["train"]) == 0:
@@ -123,7 +126,9 @@ class Run:
         self.unlabeled_batch = max(1, round(self.batch * config.distill.unlabeled_ratio))
         two = config.distill.schedule == "two-stage" and self.stream is not None
         if config.distill.schedule not in ("joint", "two-stage"):
-            raise ValueError(f"distill.schedule must be joint or two-stage, got {config.distill.schedule!r}")
+            raise ValueError(
+                f"distill.schedule must be joint or two-stage, got {config.distill.schedule!r}"
+            )
         self.stage1 = config.distill.stage1_epochs if two else 0
         self.total_epochs = self.stage1 + config.optim.epochs
 
@@ -136,7 +141,9 @@ class Run:
 
     def new_optimizer(self, epoch: int) -> None:
         epochs = self.stage1 if epoch < self.stage1 else self.config.optim.epochs
-        self.optimizer, self.scheduler = T.build_optimizer(self.model, self.config, epochs * self.steps)
+        self.optimizer, self.scheduler = T.build_optimizer(
+            self.model, self.config, epochs * self.steps
+        )
 
     def meta(self, epoch: int, metrics: dict) -> dict:
         from . import __version__
@@ -195,10 +202,13 @@ class Run:
         train = self.sets["train"]
         order = rng.permutation(len(train))
         draws = D.draw_augment(rng, self.steps * self.global_batch, config.augment)
-        unlabeled = self.stream.epoch(epoch, self.unlabeled_batch) if stage != "supervised" else None
+        unlabeled = (
+            self.stream.epoch(epoch, self.unlabeled_batch) if stage != "supervised" else None
+        )
         sums: dict[str, float] = defaultdict(float)
         self.net.train()
-        task = self.progress.add_task(f"epoch {epoch + 1}/{self.total_epochs}", total=self.steps, info="")
+        title = f"epoch {epoch + 1}/{self.total_epochs}"
+        task = self.progress.add_task(title, total=self.steps)
         try:
             for step in range(self.steps):
                 span = slice(step * self.global_batch, (step + 1) * self.global_batch)
@@ -206,7 +216,9 @@ class Run:
                 inputs, labeled = [], 0
                 if stage != "distill":
                     index = order[span][rows]
-                    x = D.train_batch(train, index, D.take(D.take(draws, span), rows), self.logmel, config.augment)
+                    x = D.train_batch(
+                        train, index, D.take(D.take(draws, span), rows), self.logmel, config.augment
+                    )
                     inputs.append(x)
                     labeled = len(index)
                     targets = torch.from_numpy(train.labels[index])
@@ -217,7 +229,9 @@ class Run:
                     batch = {k: v[urows] if torch.is_tensor(v) else v for k, v in batch.items()}
                     inputs.append(batch["features"])
                 x = torch.cat(inputs).to(self.device, non_blocking=True)
-                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+                with torch.autocast(
+                    self.device.type, torch.bfloat16, enabled=self.precision == "bf16"
+                ):
                     out = self.net(x)
                 loss = torch.zeros((), device=self.device)
                 if labeled:
@@ -238,7 +252,11 @@ class Run:
                             config.distill.weighting,
                             config.distill.temperature,
                             batch[f"{kind}_temperature"],
-                        )(out[kind][labeled:], batch[f"{kind}_probs"].to(self.device), batch[f"{kind}_mask"].to(self.device))
+                        )(
+                            out[kind][labeled:],
+                            batch[f"{kind}_probs"].to(self.device),
+                            batch[f"{kind}_mask"].to(self.device),
+                        )
                         loss = loss + getattr(config.distill, f"{kind}_weight") * term
                         sums[kind] += term.item()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -248,7 +266,9 @@ class Run:
                 self.optimizer.step()
                 self.scheduler.step()
                 sums["loss"] += loss.item()
-                self.progress.update(task, advance=1, info=f"loss {sums['loss'] / (step + 1):.3f}")
+                self.progress.update(
+                    task, advance=1, description=f"{title} loss {sums['loss'] / (step + 1):.3f}"
+                )
         finally:
             if unlabeled is not None:
                 unlabeled.close()
@@ -268,12 +288,14 @@ class Run:
         x.mul_(lam).add_((1 - lam) * x[perm])
         return lam, perm
 
-    def evaluate(self, name: str) -> tuple[np.ndarray, dict]:
-        """Clip probabilities (n_clips, C) and UAR / WAR of split ``name`` (process 0's model)."""
-        clips = self.sets[name]
+    def evaluate(self, name: str) -> dict:
+        """Scores (``evaluate.classification_metrics`` + "probs", the clip probabilities) of split
+        ``name``: each clip's windows' softmax averaged, in fp32, with process 0's model."""
+        from .evaluate import evaluate_model
+
         windows, clip_of = self.windows[name]
-        probs = T.predict_clips(self.model, windows, clip_of, len(clips), self.device, self.precision)
-        return probs, T.scores(clips.labels, probs.argmax(1), len(self.classes))
+        labels = self.sets[name].labels
+        return evaluate_model(self.model, windows, labels, self.classes, clip_of)
 
     def end_epoch(self, epoch: int, state: dict, losses: dict, seconds: float) -> None:
         stage = self.stage(epoch)
@@ -281,8 +303,10 @@ class Run:
         has_val = "val" in self.windows and stage != "distill"
         if has_val:
             if self.rank == 0:
-                val = self.evaluate("val")[1]
-            val["uar"], val["war"] = T.broadcast_floats([val["uar"], val["war"]], self.device, self.world)
+                val = self.evaluate("val")
+            val["uar"], val["war"] = T.broadcast_floats(
+                [val["uar"], val["war"]], self.device, self.world
+            )
         improved = stage != "distill" and (not has_val or val["uar"] > state["best_uar"] + 1e-9)
         if improved:
             state.update(best_uar=val["uar"] if has_val else -1.0, best_epoch=epoch, bad_epochs=0)
@@ -297,7 +321,11 @@ class Run:
         state["seconds"] = state.get("seconds", 0.0) + seconds
         self.console.print(
             f"epoch {epoch + 1}/{self.total_epochs} {stage}: loss {losses.get('loss', 0):.4f}"
-            + (f", val UAR {100 * val['uar']:.2f} % WAR {100 * val['war']:.2f} %" if has_val else "")
+            + (
+                f", val UAR {100 * val['uar']:.2f} % WAR {100 * val['war']:.2f} %"
+                if has_val
+                else ""
+            )
             + (" [green]best[/]" if improved and has_val else "")
             + f" ({seconds:.1f} s)"
         )
@@ -305,7 +333,10 @@ class Run:
             metrics = {"val_uar": val["uar"], "val_war": val["war"], "epoch": epoch + 1}
             if improved:
                 T.save_state(self.out, "best", self.model, self.meta(epoch, metrics), None)
-            tensors = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+            tensors = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+            }
             payload = {**state, "config": to_dict(self.config)}
             T.save_state(self.out, "last", self.model, self.meta(epoch, metrics), payload, tensors)
         if self.world > 1:
@@ -327,16 +358,20 @@ class Run:
     def finish(self, state: dict, seconds: float) -> dict:
         """Test the best checkpoint, write metrics.json on process 0, return the metrics."""
         from .checkpoint import load_checkpoint
+        from .evaluate import write_report
 
         path = self.out / "best"
         if self.rank == 0:
             best, _ = load_checkpoint(path)
             self.model.load_state_dict(best.state_dict())
-            probs, summary = self.evaluate("test")
+            test = self.evaluate("test")
+            probs = test.pop("probs")
+            rows = list(self.sets["test"].df.itertuples(index=False))
+            write_report(test, self.out / "test", rows=rows, probs=probs)
             metrics = {
                 "name": self.config.name,
                 "fold": self.config.data.fold,
-                "test": self.test_report(probs, summary),
+                "test": test,
                 "val_uar": state["best_uar"],
                 "best_epoch": state["best_epoch"] + 1,
                 "epochs": state["epoch"] + 1,
@@ -360,16 +395,3 @@ class Run:
         if self.world > 1:
             dist.barrier()
         return json.loads((self.out / "metrics.json").read_text())
-
-    def test_report(self, probs: np.ndarray, summary: dict) -> dict:
-        """UAR, WAR, macro-F1, per-class recall and the confusion matrix of the test clips (the
-        matrix also as CSV / PNG next to metrics.json)."""
-        clips = self.sets["test"]
-        report = dict(summary)
-        try:
-            from .evaluate import classification_report
-        except ImportError:  # evaluate.py not there yet: UAR / WAR only
-            return report
-        full = classification_report(clips.labels, probs, self.classes, output_dir=self.out, ids=clips.df["id"].tolist())
-        report.update(full)
-        return report

@@ -24,11 +24,16 @@ CONTAINERS = {
     ".m4v": ("mp4", "libx264", "aac"),
     ".mov": ("mov", "libx264", "aac"),
     ".mkv": ("matroska", "libx264", "aac"),
-    ".webm": ("webm", "libvpx", "libopus"),
+    ".webm": ("webm", "libvpx-vp9", "libopus"),
     ".avi": ("avi", "mpeg4", "pcm_s16le"),
     ".m4a": ("mp4", None, "aac"),
     ".ogg": ("ogg", None, "libopus"),
     ".wav": ("wav", None, "pcm_s16le"),
+}
+# encoder options: VP8/VP9 default to a very slow "good" deadline and a low bit rate
+CODEC_OPTIONS = {
+    "libvpx": {"deadline": "realtime", "cpu-used": "8"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "row-mt": "1"},
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -211,7 +216,7 @@ def write_video(
     (a generator keeps memory bounded); None writes an audio-only file. Odd sizes are padded by
     one edge pixel (yuv420p needs even sizes). audio: float32, shape = (N,) at ``sample_rate``.
     The container follows the extension (.mp4 .m4v .mov .mkv .webm .avi; .m4a .ogg .wav audio only);
-    codecs default to H.264 + AAC (mp4/mov/mkv), VP8 + Opus (webm), MPEG-4 + PCM (avi).
+    codecs default to H.264 + AAC (mp4/mov/mkv), VP9 + Opus (webm), MPEG-4 + PCM (avi).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -245,7 +250,10 @@ def _mux(container, frames, fps, audio, sample_rate, video_codec, audio_codec) -
     if first is not None:
         height, width = first.shape[:2]
         rate = Fraction(fps).limit_denominator(1001)
-        vstream = container.add_stream(video_codec, rate=rate)
+        options = CODEC_OPTIONS.get(video_codec, {})
+        vstream = container.add_stream(video_codec, rate=rate, options=options)
+        if options:
+            vstream.bit_rate = 2_000_000
         vstream.width, vstream.height = width + width % 2, height + height % 2
         vstream.pix_fmt = "yuv420p"
     audio_frames: Iterator = iter(())

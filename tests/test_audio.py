@@ -259,6 +259,14 @@ def test_bad_input_raises_audio_error_naming_the_file(tmp_path, name):
         list(stream_audio(path))
 
 
+def test_minimum_length_is_a_tenth_of_a_second(tmp_path):
+    sf.write(tmp_path / "tenth.wav", sine(0.1, 440.0, 48000), 48000)
+    assert len(load_audio(tmp_path / "tenth.wav")) == 1600
+    sf.write(tmp_path / "less.wav", sine(0.099, 440.0, 48000), 48000)
+    with pytest.raises(AudioError, match="too short: 0.099 s < 0.100 s"):
+        load_audio(tmp_path / "less.wav")
+
+
 def test_silent_and_short_clips_can_be_allowed(tmp_path):
     sf.write(tmp_path / "zeros.wav", np.zeros(800, np.float32), SR)
     wave = load_audio(tmp_path / "zeros.wav", min_seconds=0, allow_silent=True)
@@ -304,9 +312,14 @@ def test_load_audio_property(rate, channels, n_frames, kind, seed):
         wave = load_audio(path)
     assert wave.dtype == np.float32 and wave.ndim == 1
     assert len(wave) == round(n_frames * SR / rate)
-    assert np.isfinite(wave).all() and np.abs(wave).max() < 1.5
+    assert np.isfinite(wave).all() and np.abs(wave).max() < 3.0
+    mono = data.mean(1)
+    rms, rms_in = np.sqrt(np.mean(wave**2)), np.sqrt(np.mean(mono**2))
+    assert rms <= 1.05 * rms_in  # resampling removes energy above the new Nyquist, never adds
+    if rate <= SR:  # up-sampling keeps all of it
+        assert rms == pytest.approx(rms_in, rel=0.05)
     if rate == SR:
-        np.testing.assert_allclose(wave, data.mean(1), atol=1e-4)
+        np.testing.assert_allclose(wave, mono, atol=1e-4)
 
 
 @settings(max_examples=200, deadline=None)

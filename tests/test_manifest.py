@@ -50,7 +50,7 @@ def write_mp4(path: Path, seconds: float = 1.0, fps: int = 10, audio: bool = Tru
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
-        sound = container.add_stream("aac", rate=16000) if audio else None
+        sound = container.add_stream("aac", rate=16000, layout="mono") if audio else None
         for i in range(round(seconds * fps)):
             image = np.full((24, 32, 3), 8 * i % 256, np.uint8)
             container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
@@ -127,8 +127,10 @@ ravdess_codes = st.fixed_dictionaries(
         actor=st.integers(1, 24),
     )
 ).filter(
-    lambda c: not (c["emotion"] == 1 and c["intensity"] == 2)
-    and not (c["channel"] == 2 and c["emotion"] >= 7)
+    lambda c: (
+        not (c["emotion"] == 1 and c["intensity"] == 2)
+        and not (c["channel"] == 2 and c["emotion"] >= 7)
+    )
 )
 
 
@@ -141,7 +143,10 @@ def test_ravdess_valid_names_parse_back(codes, audio_ext):
     assert fields["actor"] == codes["actor"]
     assert fields["speaker"] == f"Actor_{codes['actor']:02d}"
     assert fields["label"] == RAVDESS_CLASSES[codes["emotion"] - 1]
-    assert fields["modality"] == {1: "audio-visual", 2: "video-only", 3: "audio-only"}[codes["modality"]]
+    assert (
+        fields["modality"]
+        == {1: "audio-visual", 2: "video-only", 3: "audio-only"}[codes["modality"]]
+    )
     assert fields["vocal_channel"] == ("speech", "song")[codes["channel"] - 1]
     assert fields["intensity"] == ("normal", "strong")[codes["intensity"] - 1]
     assert (fields["statement"], fields["repetition"]) == (codes["statement"], codes["repetition"])
@@ -239,7 +244,9 @@ def test_write_read_round_trip(tmp_path, suffix):
 
 
 def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
-    (tmp_path / "m.csv").write_text("id,path,start,duration,speaker,label,corpus\nx,clips/x.wav,0,1,s,happy,c\n")
+    (tmp_path / "m.csv").write_text(
+        "id,path,start,duration,speaker,label,corpus\nx,clips/x.wav,0,1,s,happy,c\n"
+    )
     assert read_manifest(tmp_path / "m.csv")["path"][0] == str(tmp_path / "clips" / "x.wav")
 
 
@@ -260,7 +267,9 @@ def test_read_errors_name_the_file(tmp_path):
     with pytest.raises(ManifestError, match="no such manifest"):
         read_manifest(tmp_path / "m.csv")
     (tmp_path / "m.csv").write_text("id,path,label\nx,/a.wav,happy\n")
-    with pytest.raises(ManifestError, match=r"m.csv: missing columns \['start', 'duration', 'speaker', 'corpus'\]"):
+    with pytest.raises(
+        ManifestError, match=r"m.csv: missing columns \['start', 'duration', 'speaker', 'corpus'\]"
+    ):
         read_manifest(tmp_path / "m.csv")
 
 
@@ -309,6 +318,7 @@ def test_ravdess_manifest_skips_and_reports_bad_files(tmp_path):
     write_wav(root / "Actor_01" / "recording.wav")
     (root / "Actor_01" / "03-01-06-01-01-01-01.wav").write_bytes(b"")  # empty
     (root / "Actor_01" / "03-01-06-01-01-02-01.wav").write_bytes(b"RIFF junk")  # corrupt
+    sf.write(root / "Actor_01" / "03-01-06-01-02-01-01.wav", np.zeros(0, np.float32), 16000)
     (root / "README.txt").write_text("not media")
     (root / ".DS_Store").write_text("hidden")
 
@@ -330,20 +340,27 @@ def test_ravdess_manifest_skips_and_reports_bad_files(tmp_path):
         "recording.wav",
         "03-01-06-01-01-01-01.wav",
         "03-01-06-01-01-02-01.wav",
+        "03-01-06-01-02-01-01.wav",
     }
     assert reasons["03-01-05-01-01-01-01.flac"].startswith("duplicate: same clip id as")
-    assert reasons["03-01-05-01-01-01-02.wav"] == "bad name: actor 02 in the name but in folder Actor_01"
+    assert (
+        reasons["03-01-05-01-01-01-02.wav"]
+        == "bad name: actor 02 in the name but in folder Actor_01"
+    )
     assert reasons["03-01-09-01-01-01-01.wav"] == "bad name: emotion 09 is not 01..08"
     assert reasons["03-01-06-01-01-01-01.wav"] == "unreadable: empty file (0 bytes)"
-    assert reasons["03-01-06-01-01-02-01.wav"].startswith("unreadable:")
+    assert reasons["03-01-06-01-01-02-01.wav"].startswith(
+        "unreadable: cannot be opened (InvalidDataError"
+    )
+    assert reasons["03-01-06-01-02-01-01.wav"] == "unreadable: empty (zero duration)"
     report = manifest_report(df, "out.parquet")
     assert report.splitlines()[0] == "4 clips, 2 speakers, 0.00 h -> out.parquet"
-    assert "skipped 6 files: bad name (3), unreadable (2), duplicate (1)" in report
+    assert "skipped 7 files: bad name (3), unreadable (3), duplicate (1)" in report
 
     audio = ravdess_manifest(root, modalities=("audio-only",), vocal_channels=("speech",))
     assert audio["id"].tolist() == ["03-01-05-01-01-01-01"]
     names = ravdess_manifest(root, measure=False)
-    assert len(names) == 4 + 2 and names["duration"].isna().all()  # unread: empty/corrupt kept
+    assert len(names) == 4 + 3 and names["duration"].isna().all()  # unread: empty/corrupt kept
 
 
 def test_ravdess_manifest_on_real_ravdess(shared, tmp_path):
@@ -360,7 +377,7 @@ def test_ravdess_manifest_on_real_ravdess(shared, tmp_path):
     assert df["path"].map(lambda p: Path(p).is_file()).all()
     validate_manifest(df, corpus_classes(df))
     back = read_manifest(write_manifest(df, tmp_path / "ravdess.parquet"))
-    pd.testing.assert_frame_equal(back, df.assign())
+    pd.testing.assert_frame_equal(back, df)
 
 
 def test_cremad_filelist_real_names(shared):
@@ -369,7 +386,9 @@ def test_cremad_filelist_real_names(shared):
     assert len(df) == 7442 and df.attrs["skipped"] == []
     assert df["speaker"].nunique() == 91
     assert set(df["speaker"]) == {str(a) for a in range(1001, 1092)}
-    assert df["label"].value_counts().to_dict() == {c: 1087 if c == "neutral" else 1271 for c in CREMAD_CLASSES}
+    assert df["label"].value_counts().to_dict() == {
+        c: 1087 if c == "neutral" else 1271 for c in CREMAD_CLASSES
+    }
     assert df["duration"].isna().all()
     assert df.groupby("gender")["speaker"].nunique().to_dict() == {"female": 43, "male": 48}
     assert df.set_index("id").loc["1001_IEO_HAP_HI", ["sentence", "level", "gender"]].tolist() == ["IEO", "HI", "male"]  # fmt: skip
@@ -382,14 +401,19 @@ def test_cremad_folder_and_list(tmp_path):
     write_wav(root / "AudioWAV" / "1002_IEO_HAP_HI.wav", 0.25)
     write_mp4(root / "VideoFlash" / "1001_DFA_ANG_XX.mp4", 1.0)  # same clip as the wav
     write_wav(root / "AudioWAV" / "1001_DFA_XXX_XX.wav")
-    (root / "VideoDemographics.csv").write_text('"ActorID","Age","Sex"\n1001,51,"Male"\n1002,21,"Female"\n')
+    (root / "VideoDemographics.csv").write_text(
+        '"ActorID","Age","Sex"\n1001,51,"Male"\n1002,21,"Female"\n'
+    )
     df = cremad_manifest(root)
     assert df["id"].tolist() == ["1001_DFA_ANG_XX", "1002_IEO_HAP_HI"]
     assert df["path"][0].endswith("AudioWAV/1001_DFA_ANG_XX.wav")  # audio preferred to video
     assert df["gender"].tolist() == ["male", "female"]
     assert df["duration"].tolist() == pytest.approx([0.5, 0.25])
     reasons = skipped_reasons(df)
-    assert reasons["1001_DFA_XXX_XX.wav"] == "bad name: emotion XXX is not one of ANG DIS FEA HAP NEU SAD"
+    assert (
+        reasons["1001_DFA_XXX_XX.wav"]
+        == "bad name: emotion XXX is not one of ANG DIS FEA HAP NEU SAD"
+    )
     assert reasons["1001_DFA_ANG_XX.mp4"].startswith("duplicate")
 
     listing = tmp_path / "list.txt"
@@ -408,6 +432,7 @@ def test_folder_manifest(tmp_path):
     write_wav(root / "sad" / "deep" / "anna_02.flac", 0.25)
     write_wav(root / "sad" / "anna_01.wav", 0.5)  # same stem as in happy/
     write_wav(root / "sad" / "noname.wav")
+    write_wav(root / "loose.wav")
     (root / "sad" / "carl_09.wav").write_bytes(b"\x00" * 100)
     (root / ".hidden").mkdir()
     write_wav(root / ".hidden" / "x.wav")
@@ -421,6 +446,7 @@ def test_folder_manifest(tmp_path):
     reasons = skipped_reasons(df)
     assert reasons["noname.wav"].startswith("bad name: speaker pattern")
     assert reasons["carl_09.wav"].startswith("unreadable")
+    assert reasons["loose.wav"] == "bad name: not inside a class folder"
     assert set(folder_manifest(root)["speaker"]) == {"unknown"}
 
 
@@ -440,13 +466,19 @@ def test_emobox_import_real_format(tmp_path):
         {"key": "other-1", "dataset": "emodb", "wav": "/abs/x.wav", "emo": "Anger", "length": 1.0},
     ]  # fmt: skip
     path = tmp_path / "meta.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n{not json\n" + '{"key": "no wav"}\n')
+    path.write_text(
+        "\n".join(json.dumps(r) for r in records) + "\n{not json\n" + '{"key": "no wav"}\n'
+    )
     df = emobox_import(path, root=tmp_path / "EmoBox").set_index("id")
     assert df.loc["cremad-1052-WSI-ANG-XX", ["speaker", "label", "corpus", "sentence"]].tolist() == ["1052", "angry", "cremad", "WSI"]  # fmt: skip
     assert df.loc["cremad-1052-WSI-ANG-XX", "duration"] == 2.3023125
     assert df.loc["cremad-1052-WSI-ANG-XX", "path"] == str(tmp_path / "EmoBox/downloads/cremad/AudioWAV/1052_WSI_ANG_XX.wav")  # fmt: skip
     assert df.loc["ravdess-03-01-07-02-02-02-11", ["speaker", "label", "intensity"]].tolist() == ["Actor_11", "disgust", "strong"]  # fmt: skip
-    assert df.loc["other-1", ["speaker", "label", "path"]].tolist() == ["unknown", "Anger", "/abs/x.wav"]
+    assert df.loc["other-1", ["speaker", "label", "path"]].tolist() == [
+        "unknown",
+        "Anger",
+        "/abs/x.wav",
+    ]
     skipped = [reason for _, reason in df.attrs["skipped"]]
     assert len(skipped) == 2 and all(r.startswith("not an EmoBox record") for r in skipped)
 
@@ -460,13 +492,31 @@ def test_emobox_round_trip(tmp_path):
     out = emobox_export(df, tmp_path / "emobox" / "ravdess.jsonl", root=root)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     first = lines[0]
-    assert first["key"] == "01-01-03-01-01-01-04" and first["wav"] == "Actor_04/01-01-03-01-01-01-04.mp4"
+    assert (
+        first["key"] == "01-01-03-01-01-01-04"
+        and first["wav"] == "Actor_04/01-01-03-01-01-01-04.mp4"
+    )
     assert [line["emo"] for line in lines] == ["Happy", "Neutral", "Surprised"]
     assert [line["sample_rate"] for line in lines] == [16000, 16000, 48000]
     assert [line["channel"] for line in lines] == [1, 2, 1]
-    assert lines[2]["num_frame"] == 24000.0 and lines[2]["type"] == "raw" and lines[2]["task"] == "category"
+    assert (
+        lines[2]["num_frame"] == 24000.0
+        and lines[2]["type"] == "raw"
+        and lines[2]["task"] == "category"
+    )
     back = emobox_import(out, root=root)
-    columns = ["id", "path", "start", "duration", "speaker", "label", "corpus", "modality", "intensity", "gender"]
+    columns = [
+        "id",
+        "path",
+        "start",
+        "duration",
+        "speaker",
+        "label",
+        "corpus",
+        "modality",
+        "intensity",
+        "gender",
+    ]
     pd.testing.assert_frame_equal(back[columns], df[columns])
 
 
@@ -480,6 +530,7 @@ def test_videos_manifest_probes_and_survives_bad_files(tmp_path):
     write_mp4(root / "a" / "silent.mp4", seconds=1.0, fps=10, audio=False)
     write_wav(root / "b" / "voice.wav", 1.5)
     write_mp4(root / "b" / "01-01-03-01-01-01-05.mp4", seconds=1.0)  # a RAVDESS name
+    write_wav(root / "c d" / "ünï côde.wav", 0.5)
     (root / "b" / "corrupt.mp4").write_bytes(os.urandom(4096))
     (root / "b" / "empty.mkv").write_bytes(b"")
     (root / "b" / "notes.txt").write_text("skip me silently")
@@ -487,11 +538,22 @@ def test_videos_manifest_probes_and_survives_bad_files(tmp_path):
     os.symlink(root / "missing.mp4", root / "b" / "dangling.mp4")
 
     df = videos_manifest(root)
-    assert df["id"].tolist() == ["a/silent.mp4", "a/talk.mp4", "b/01-01-03-01-01-01-05.mp4", "b/voice.wav"]
+    assert df["id"].tolist() == [
+        "a/silent.mp4",
+        "a/talk.mp4",
+        "b/01-01-03-01-01-01-05.mp4",
+        "b/voice.wav",
+        "c d/ünï côde.wav",
+    ]
     assert df["label"].isna().all() and set(df["corpus"]) == {"videos"}
     rows = df.set_index("id")
     assert rows.loc["a/talk.mp4", "duration"] == pytest.approx(2.0, abs=0.15)
-    assert rows.loc["a/talk.mp4", ["has_audio", "has_video", "width", "height"]].tolist() == [True, True, 32, 24]
+    assert rows.loc["a/talk.mp4", ["has_audio", "has_video", "width", "height"]].tolist() == [
+        True,
+        True,
+        32,
+        24,
+    ]
     assert rows.loc["a/talk.mp4", "fps"] == pytest.approx(10.0)
     assert rows.loc["a/silent.mp4", ["has_audio", "has_video"]].tolist() == [False, True]
     assert rows.loc["b/voice.wav", ["has_audio", "has_video", "width"]].tolist() == [True, False, 0]
@@ -518,3 +580,44 @@ def test_probe_media_without_container_duration(tmp_path):
     info = probe_media(path)
     assert info["has_audio"] and not info["has_video"]
     assert info["duration"] == pytest.approx(2.0, abs=0.2)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_manifest_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from liser.cli import app
+
+    root = tmp_path / "RAVDESS"
+    write_wav(root / "Actor_01" / "03-01-05-01-01-01-01.wav", 0.5)
+    write_wav(root / "Actor_02" / "03-01-03-01-01-01-02.wav", 0.5)
+    write_wav(root / "Actor_02" / "03-01-03-01-01-01-99.wav", 0.5)
+    runner = CliRunner()
+    out = tmp_path / "out" / "ravdess.csv"
+    result = runner.invoke(app, ["manifest", "ravdess", str(root), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"2 clips, 2 speakers, 0.00 h -> {out}"
+    assert "skipped 1 files: bad name (1)" in result.output
+    assert "03-01-03-01-01-01-99.wav: bad name: actor 99 is not 01..24" in result.output
+    assert read_manifest(out)["id"].tolist() == ["03-01-03-01-01-01-02", "03-01-05-01-01-01-01"]
+
+    jsonl = tmp_path / "emobox.jsonl"
+    result = runner.invoke(app, ["manifest", "emobox-export", str(out), "-o", str(jsonl)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["manifest", "emobox", str(jsonl), "-o", str(tmp_path / "back.parquet")]
+    )
+    assert result.exit_code == 0 and result.output.startswith("2 clips, 2 speakers")
+    result = runner.invoke(app, ["manifest", "videos", str(root), "-o", str(tmp_path / "v.jsonl")])
+    assert result.exit_code == 0 and result.output.startswith("3 clips")
+
+    result = runner.invoke(
+        app, ["manifest", "folder", str(tmp_path / "nowhere"), "-o", str(tmp_path / "f.csv")]
+    )
+    assert result.exit_code == 2 and "nowhere: no such folder" in result.output
+    result = runner.invoke(app, ["manifest", "cremad", str(root), "-o", str(tmp_path / "c.csv")])
+    assert result.exit_code == 2 and "no clips found; nothing written" in result.output
+    assert not (tmp_path / "c.csv").exists()

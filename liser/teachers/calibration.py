@@ -78,7 +78,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         return loss
 
     optim.step(closure)
-    return float(log_t.exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "", n_bins: int = 15) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..config import AudioTeacherConfig, replace, save_config
+from ..config import AudioTeacherConfig, replace, save_config, to_dict
 from ..constants import SAMPLE_RATE
 from .audio import EncoderTeacher, PoolingHead, apply_lora, load_audio_encoder, save_fitted_teacher
 from .base import autocast, autocast_dtype, resolve_device, write_calibration
@@ -96,7 +96,8 @@ def _evaluate(window_logits: torch.Tensor, clips: Clips) -> dict:
     probs = torch.softmax(window_logits.float(), -1).numpy()
     clip_probs = np.stack([probs[clips.owner == i].mean(0) for i in range(len(clips))])
     pred = clip_probs.argmax(1)
-    return {"uar": uar(clips.labels, pred, clip_probs.shape[1]), "war": float((pred == clips.labels).mean())}
+    nll = -np.log(np.clip(clip_probs[np.arange(len(clips)), clips.labels], 1e-12, 1)).mean()
+    return {"uar": uar(clips.labels, pred, clip_probs.shape[1]), "war": float((pred == clips.labels).mean()), "nll": float(nll)}
 
 
 def _finish(teacher, best_state, logits, data, history, best_epoch) -> dict:
@@ -137,7 +138,7 @@ def _fit_frozen(teacher, data, config, fingerprint, rng, progress) -> dict:
     weights = _class_weights(train.labels, len(teacher.classes))
     head = teacher.head
     optim = torch.optim.AdamW(head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay)
-    best, best_state, best_epoch, history, bad = -1.0, None, 0, [], 0
+    best, best_state, best_epoch, history, bad = (-1.0, 0.0), None, 0, [], 0
 
     def logits(split: str) -> torch.Tensor:
         head.eval()
@@ -156,8 +157,9 @@ def _fit_frozen(teacher, data, config, fingerprint, rng, progress) -> dict:
             optim.zero_grad()
             loss.backward()
             optim.step()
-        score = _evaluate(logits("val"), data["val"])["uar"]
-        history.append({"epoch": epoch, "val_uar": score, "loss": float(loss)})
+        val = _evaluate(logits("val"), data["val"])
+        score = (val["uar"], -val["nll"])  # UAR first, validation NLL breaks ties
+        history.append({"epoch": epoch, "val_uar": val["uar"], "val_nll": val["nll"], "loss": float(loss.detach())})
         if score > best:
             best, best_epoch, bad = score, epoch, 0
             best_state = {"head": {k: v.clone() for k, v in head.state_dict().items()}}
@@ -210,17 +212,20 @@ def _fit_lora(teacher, data, config, fingerprint, rng, progress, out: Path) -> d
             return torch.cat([forward(split, np.arange(i, min(n, i + config.batch_size))).float().cpu() for i in range(0, n, config.batch_size)])
 
     state_file, resume = out / "resume.json", out / "resume.safetensors"
-    best, best_epoch, history, bad, start = -1.0, 0, [], 0, 1
+    best, best_epoch, history, bad, start = (-1.0, 0.0), 0, [], 0, 1
     best_state = None
-    if state_file.is_file() and resume.is_file():
+    same = {k: v for k, v in to_dict(config).items() if k not in ("epochs", "patience")}
+    if state_file.is_file() and resume.is_file() and json.loads(state_file.read_text()).get("config") != same:
+        log.warning("fit-audio: %s holds a run with another config; starting afresh", out)
+    elif state_file.is_file() and resume.is_file():
         info, tensors = json.loads(state_file.read_text()), load_file(resume)
-        best, best_epoch, history, bad, start = info["best"], info["best_epoch"], info["history"], info["bad"], info["epoch"] + 1
+        best, best_epoch, history, bad, start = tuple(info["best"]), info["best_epoch"], info["history"], info["bad"], info["epoch"] + 1
         encoder.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("lora.")}, strict=False)
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         best_state = {p: {k[len(p) + 6 :]: v for k, v in tensors.items() if k.startswith(f"best.{p}.")} for p in ("head", "lora")}
         optim.load_state_dict(torch.load(out / "resume.optim.pt", weights_only=True))
         rng = np.random.default_rng([config.seed, start])
-        log.info("fit-audio: resumed after epoch %d (best val UAR %.3f)", start - 1, best)
+        log.info("fit-audio: resumed after epoch %d (best val UAR %.3f)", start - 1, best[0])
     train = data["train"]
     for epoch in range(start, config.epochs + 1):
         encoder.train(), head.train()
@@ -233,8 +238,9 @@ def _fit_lora(teacher, data, config, fingerprint, rng, progress, out: Path) -> d
             optim.zero_grad()
             loss.backward()
             optim.step()
-        score = _evaluate(logits("val"), data["val"])["uar"]
-        history.append({"epoch": epoch, "val_uar": score, "loss": float(loss)})
+        val = _evaluate(logits("val"), data["val"])
+        score = (val["uar"], -val["nll"])  # UAR first, validation NLL breaks ties
+        history.append({"epoch": epoch, "val_uar": val["uar"], "val_nll": val["nll"], "loss": float(loss.detach())})
         if score > best:
             best, best_epoch, bad = score, epoch, 0
             best_state = {"head": {k: v.detach().clone() for k, v in head.state_dict().items()}, "lora": _lora(encoder)}
@@ -247,10 +253,10 @@ def _fit_lora(teacher, data, config, fingerprint, rng, progress, out: Path) -> d
         torch.save(optim.state_dict(), out / "resume.optim.pt.tmp")
         Path(str(resume) + ".tmp").replace(resume)
         (out / "resume.optim.pt.tmp").replace(out / "resume.optim.pt")
-        info = {"epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history, "bad": bad}
+        info = {"epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history, "bad": bad, "config": same}
         state_file.with_suffix(".tmp").write_text(json.dumps(info))
         state_file.with_suffix(".tmp").replace(state_file)
-        log.info("fit-audio: epoch %d val UAR %.3f (best %.3f at %d)", epoch, score, best, best_epoch)
+        log.info("fit-audio: epoch %d val UAR %.3f (best %.3f at %d)", epoch, val["uar"], best[0], best_epoch)
         if config.patience and bad >= config.patience:
             break
     return _finish(teacher, best_state, logits, data, history, best_epoch)

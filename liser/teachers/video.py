@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import VideoTeacherConfig, to_dict
-from .faces import Box, crop_face, largest_face, load_face_detector
+from .faces import Box, as_rgb, crop_face, largest_face, load_face_detector
 from .fer import FERModel, load_fer_model
 
 
@@ -66,7 +66,7 @@ class VideoTeacher:
         boxes = []
         for frame in frames:
             try:
-                boxes.append(largest_face(self.detector.detect(frame)))
+                boxes.append(largest_face(self.detector.detect(as_rgb(frame))))
             except ValueError:  # an empty or malformed frame: no face, the batch goes on
                 boxes.append(None)
         return boxes
