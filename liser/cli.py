@@ -316,3 +316,23 @@ def predict_command(
         raise typer.Exit(2) from error
     if not any("error" not in r for r in results):
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder (or its checkpoint.json)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize weights to int8 (onnxruntime)."),
+) -> None:
+    """ONNX model taking the raw 16 kHz waveform (front end inside), supervised head only."""
+    from .export import export_onnx
+
+    try:
+        summary = export_onnx(checkpoint, output, int8=int8)
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(
+        f"wrote {summary['path']} ({summary['bytes'] / 1e6:.2f} MB, opset {summary['opset']}"
+        f"{', int8' if int8 else ''}); max |onnx - torch| = {summary['max_abs_diff']:.2e}"
+    )

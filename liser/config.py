@@ -164,7 +164,13 @@ class ExperimentConfig:
     grid: dict[str, list] = field(default_factory=dict)  # dotted key -> values, full product
     folds: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     seeds: tuple[int, ...] = (0,)
-    corpus: str = ""  # "ravdess" | "cremad": shows the paper's numbers beside ours
+    corpus: str = ""  # "ravdess" | "cremad": shows the paper's numbers beside ours; "" = the manifest's
+    # Explicit table rows, each crossed with the grid: dotted keys -> value, plus "name" (its label
+    # in the table) and "paper" ("supervised" | "distilled" | "": the paper's number shown beside it;
+    # by default found from the settings). Keys "teacher.*" set the teacher section below.
+    rows: tuple[dict, ...] = ()
+    teacher: ExperimentTeacherConfig = field(default_factory=lambda: ExperimentTeacherConfig())
+    plots: bool = True  # PNG plots next to the tables
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +246,28 @@ class LabelConfig:
     ray_gpus_per_actor: float = 0.0  # GPUs per audio-teacher actor (e.g. 0.5: two per GPU)
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
     video: VideoTeacherConfig = field(default_factory=VideoTeacherConfig)
+
+
+@dataclass(frozen=True)
+class ExperimentTeacherConfig:
+    """A teacher made for each fold and seed of an experiment from that fold's labeled training
+    clips alone (never its test clips or the labels that ``data.label_fraction`` hid), which labels
+    unlabeled clips into a per-fold soft-label store added to the fold's ``distill.stores``. Only
+    grid rows that set ``teacher.kind`` use it."""
+
+    kind: str = ""  # "" = none | "student" | "fit-audio" | "spec" (see below)
+    # "student": liser students trained on the labeled clips; dotted TrainConfig overrides make them
+    # stronger than the student (e.g. {"student.conv_channels": [16, 32, 64, 128]}).
+    student: dict = field(default_factory=dict)
+    members: int = 1  # "student": an ensemble of this many (seeds seed, seed + 1, ...), averaged
+    # "fit-audio": an encoder with a head (or LoRA) as `liser teacher fit-audio`; its data section
+    # is set per fold (the labeled clips), the rest is used as given.
+    audio: AudioTeacherConfig = field(default_factory=AudioTeacherConfig)
+    spec: str = ""  # "spec": a ready teacher SPEC; "{fold}" and "{seed}" in it are filled in
+    # What gets labeled: "fold" (training clips whose labels label_fraction hid), "train" (every
+    # training clip of the fold, labels unused), or a folder / manifest of unlabeled media.
+    unlabeled: str = "fold"
+    label: LabelConfig = field(default_factory=LabelConfig)  # front end: the student's
 
 
 # --------------------------------------------------------------------------------------------

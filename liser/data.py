@@ -285,7 +285,7 @@ class UnlabeledStream:
         """Give every batch both teachers' columns (zeros, masked, for a teacher a store lacks)."""
         n = batch["features"].shape[0]
         for kind, classes in (("audio", self.audio_classes), ("video", self.video_classes)):
-            info = getattr(store, kind)
+            info = store.header["teachers"].get(kind)
             if not info:
                 batch[f"{kind}_probs"] = torch.zeros(n, len(classes))
                 batch[f"{kind}_mask"] = torch.zeros(n, dtype=torch.bool)

@@ -107,10 +107,8 @@ class LogMel(nn.Module):
         window = torch.hann_window(frontend.win_samples, periodic=True, dtype=torch.float64)
         left = (self.n_fft - frontend.win_samples) // 2  # torch.stft centres a short window
         padded = F.pad(window, (left, self.n_fft - frontend.win_samples - left))
-        angle = (
-            2 * math.pi * torch.outer(torch.arange(n_bins), torch.arange(self.n_fft)) / self.n_fft
-        )
-        angle = angle.to(torch.float64)
+        phase = torch.outer(torch.arange(n_bins), torch.arange(self.n_fft)) % self.n_fft  # exact
+        angle = 2 * math.pi * phase.to(torch.float64) / self.n_fft
         basis = torch.cat([padded * torch.cos(angle), -padded * torch.sin(angle)])
         self.register_buffer("window", window.float(), persistent=False)
         self.register_buffer("dft_basis", basis.float().unsqueeze(1), persistent=False)
@@ -340,6 +338,10 @@ def cached_features(
         return clip_features(path, start, duration, logmel)
     if frontend_fingerprint(cache.frontend) != frontend_fingerprint(logmel.frontend):
         raise ValueError("the cache and the LogMel module have different front-end settings")
+    try:
+        cache.file_hash(path)
+    except OSError:  # missing or unreadable: load_audio raises AudioError naming the reason
+        return clip_features(path, start, duration, logmel)
     return cache.get_or_compute(
         path, start, duration, lambda: clip_features(path, start, duration, logmel)
     )

@@ -181,11 +181,16 @@ class Predictor:
         return {name: round(float(p), 6) for name, p in zip(self.classes, probs, strict=True)}
 
     def predict(self, waveform, sample_rate: int | None = None) -> dict:
-        """A waveform (N,) or (N, channels) / (channels, N), numpy or torch, at ``sample_rate``
-        (default: the front end's) -> {"duration", "label", "probs", "windows"}."""
+        """A waveform (N,) or (N, channels) / (channels, N), float or signed-integer PCM, numpy or torch,
+        at ``sample_rate`` (default: the front end's) -> {"duration", "label", "probs", "windows"}."""
         if isinstance(waveform, torch.Tensor):
             waveform = waveform.detach().cpu().numpy()
-        wave = np.asarray(waveform, dtype=np.float32)
+        wave = np.asarray(waveform)
+        if np.issubdtype(wave.dtype, np.signedinteger):  # PCM: scale to [-1, 1)
+            wave = wave / -float(np.iinfo(wave.dtype).min)
+        elif not np.issubdtype(wave.dtype, np.floating):
+            raise ValueError(f"expected float or signed integer samples, got {wave.dtype}")
+        wave = wave.astype(np.float32, copy=False)
         if wave.ndim == 2:
             wave = wave.mean(axis=int(np.argmin(wave.shape)))
         if wave.ndim != 1 or wave.size == 0:

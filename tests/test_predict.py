@@ -77,6 +77,8 @@ def test_channels_rates_and_batch_size_do_not_change_results(model, checkpoint):
     at_8k = model.predict(soxr.resample(wave, 16000, 8000), 8000)
     assert at_8k["duration"] == pytest.approx(4.0)
     assert len(at_8k["windows"]) == len(mono["windows"])
+    pcm = model.predict(np.round(wave * 32768).astype(np.int16), 16000)
+    assert pcm["probs"] == pytest.approx(mono["probs"], abs=1e-4)
     with pytest.raises(ValueError, match="NaN"):
         model.predict(np.full(16000, np.nan, np.float32))
 
