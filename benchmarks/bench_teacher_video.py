@@ -83,7 +83,9 @@ def main() -> None:
         "mini-xception": shared / "models/fer/fer2013_mini_xception.hdf5",
         "big-xception": shared / "models/fer/fer2013_big_xception.hdf5",
     }
-    print(f"{args.frames} frames {height}x{width}, torch threads {args.threads}, best of {args.repeats}")
+    print(
+        f"{args.frames} frames {height}x{width}, torch threads {args.threads}, best of {args.repeats}"
+    )
     header = f"{'detector':<10} {'FER model':<14} {'faces':>5} {'frames/s':>9} {'detect/s':>9}"
     print(header + f" {'FER crops/s':>11} {'MFLOP/crop':>10} {'GFLOP/s':>8}")
     for det_name, det_path in detectors.items():

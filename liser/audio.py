@@ -30,6 +30,7 @@ MIN_SECONDS = 0.1  # shortest usable clip; shorter ones carry no emotion worth a
 SILENT_PEAK = 1e-6  # peak |sample| below this (-120 dBFS) counts as digital silence
 BLOCK_SECONDS = 10.0  # native-rate block size when reading incrementally
 SEEK_PREROLL_SECONDS = 0.2  # PyAV seeks this much before `start` and drops the extra samples
+GAP_SECONDS = 0.05  # a jump in audio timestamps larger than this (dropped packets) is filled
 
 
 class AudioError(Exception):
@@ -126,12 +127,13 @@ def _pyav_reader(path: Path, start: float) -> _Reader:
 
     def blocks() -> Iterator[np.ndarray]:
         nonlocal to_skip
-        bad = 0
+        bad, decoded, filled = 0, 0, 0  # corrupt packets; samples yielded; of them, silence
+        lag = None  # (frame time - samples yielded) at the first frame yielded, in samples
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()
             except av.error.InvalidDataError:
-                bad += 1  # a corrupt packet: skip it, report below
+                bad += 1  # a corrupt packet: skipped; the gap it leaves is filled below
                 continue
             for frame in frames:
                 mono = _frame_to_mono(frame)
@@ -141,12 +143,37 @@ def _pyav_reader(path: Path, start: float) -> _Reader:
                 if to_skip >= len(mono):
                     to_skip -= len(mono)
                     continue
+                if frame.time is not None:  # samples missing before this frame: keep the timing
+                    ahead = round((frame.time - origin - start) * rate) + to_skip - decoded
+                    lag = ahead if lag is None else lag
+                    if ahead - lag > GAP_SECONDS * rate:
+                        gap = np.zeros(ahead - lag, np.float32)
+                        filled += len(gap)
+                        decoded += len(gap)
+                        yield gap
+                decoded += len(mono) - to_skip
                 yield mono[to_skip:]
                 to_skip = 0
-        if bad:
-            log.warning("%s: skipped %d corrupt audio packet(s)", path, bad)
+        if bad or filled:
+            log.warning("%s: %d corrupt audio packet(s) skipped, %.3f s of audio missing "
+                        "(filled with silence)", path, bad, filled / rate)  # fmt: skip
+        _warn_if_cut_short(path, container, stream, decoded / rate, start)
 
     return _Reader("PyAV", rate, blocks(), container)
+
+
+def _warn_if_cut_short(path, container, stream, seconds: float, start: float) -> None:
+    """Log when decoding ended well before the duration the container declares (a demuxer that
+    gave up at corrupt data, a truncated file); what was read is still used."""
+    if stream.duration is not None and stream.time_base is not None:
+        declared = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        declared = container.duration / 1_000_000  # AV_TIME_BASE units
+    else:
+        return
+    if declared - start - seconds > max(0.5, 0.05 * (declared - start)):
+        log.warning("%s: decoding stopped at %.2f s of the %.2f s the file declares (corrupt or "
+                    "truncated); the rest is lost", path, start + seconds, declared)  # fmt: skip
 
 
 def _open_reader(path: str | os.PathLike, start: float = 0.0) -> _Reader:
@@ -212,18 +239,13 @@ def load_audio(
             f"bad arguments: sample_rate={sample_rate}, start={start}, duration={duration}"
         )
     reader = _open_reader(path, start)
+    rate = reader.rate
     try:
-        rate, parts = reader.rate, _read_segment(reader, duration)
+        parts = _read_segment(path, reader, start, duration)
     except Exception as err:  # noqa: BLE001 - a decoder failing mid-file
-        reason = f"decoding failed ({str(err).strip() or type(err).__name__})"
-        if reader.backend != "soundfile":
-            raise AudioError(path, reason) from err
-        try:  # FFmpeg keeps what it can of a truncated or damaged file
-            retry = _pyav_reader(Path(path), start)
-            rate, parts = retry.rate, _read_segment(retry, duration)
-            log.warning("%s: soundfile %s; read with PyAV instead", path, reason)
-        except Exception:  # noqa: BLE001
-            raise AudioError(path, reason) from err
+        raise AudioError(
+            path, f"decoding failed ({str(err).strip() or type(err).__name__})"
+        ) from err
     have = sum(len(part) for part in parts)
     if have == 0:
         where = f" after {start:.3f} s" if start > 0 else ""
@@ -241,12 +263,12 @@ def load_audio(
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-def _read_segment(reader: _Reader, duration: float | None) -> list[np.ndarray]:
+def _read_segment(path, reader: _Reader, start: float, duration: float | None) -> list:
     """Blocks from the reader's start until `duration` seconds (all when None); closes it."""
     wanted = None if duration is None else round(duration * reader.rate)
     parts, have = [], 0
     try:
-        for block in reader:
+        for block in _resilient_blocks(path, reader, start):
             parts.append(block)
             have += len(block)
             if wanted is not None and have >= wanted:
@@ -277,7 +299,7 @@ def stream_audio(
     pending: list[np.ndarray] = []
     n_pending, n_native = 0, 0
     try:
-        for block in _with_last(reader):
+        for block in _with_last(_resilient_blocks(path, reader)):
             if block is not None:
                 _check_finite(path, block, n_native / rate, rate)
                 n_native += len(block)
@@ -304,6 +326,34 @@ def stream_audio(
         reader.close()
     if n_native == 0:
         raise AudioError(path, "no audio samples (header only or empty stream)")
+
+
+def _resilient_blocks(path, reader: _Reader, start: float = 0.0) -> Iterator[np.ndarray]:
+    """The reader's blocks (it started at `start` s); when soundfile fails part way through (a
+    truncated or damaged file), the rest from PyAV, which keeps what it can."""
+    done = 0
+    try:
+        for block in reader:
+            done += len(block)
+            yield block
+        return
+    except Exception as err:  # noqa: BLE001 - a decoder failing mid-file
+        if reader.backend != "soundfile":
+            raise
+        failure = err
+    try:
+        retry = _pyav_reader(Path(path), start + done / reader.rate)
+    except Exception:  # noqa: BLE001 - PyAV cannot read it either: report soundfile's error
+        raise failure from None
+    if retry.rate != reader.rate:
+        retry.close()
+        raise failure
+    at, why = start + done / reader.rate, str(failure).strip() or type(failure).__name__
+    log.warning("%s: soundfile failed at %.3f s (%s); reading on with PyAV", path, at, why)
+    try:
+        yield from retry
+    finally:
+        retry.close()
 
 
 def _with_last(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray | None]:

@@ -336,3 +336,29 @@ def export_command(
         f"wrote {summary['path']} ({summary['bytes'] / 1e6:.2f} MB, opset {summary['opset']}"
         f"{', int8' if int8 else ''}); max |onnx - torch| = {summary['max_abs_diff']:.2e}"
     )
+
+
+@app.command("experiment")
+def experiment_command(
+    config: Path = typer.Argument(..., help="YAML ExperimentConfig (see configs/experiments/)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Config override key=value, e.g. base.optim.epochs=10 or folds=[1,2]."
+    ),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """A grid of training runs over folds and seeds -> results table (MD, CSV, JSON) and plots.
+    Resumable: run the same command again to continue; finished runs are never run again."""
+    from rich.console import Console
+
+    from .config import ExperimentConfig, load_config
+    from .experiment import results_table, run_experiment
+
+    try:
+        results = run_experiment(load_config(ExperimentConfig, config, overrides), not quiet)
+    except (OSError, ValueError) as error:  # ConfigError, ManifestError, a run with another config
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    Console().print(results_table(results))
+    typer.echo(str(Path(results["config"]["output_dir"]) / "results.md"))
+    if results["failed"]:
+        raise typer.Exit(1)

@@ -18,15 +18,13 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
 from . import store as st
-from .audio import AudioError, window_starts
+from .audio import AudioError
 from .config import LabelConfig
 from .label_clips import Clip, audio_columns, clip_windows, list_clips
-from .video_io import VideoError, probe
+from .label_report import NoBar, WindowsBar, summarize
+from .video_io import VideoError
 
 
 @dataclass
@@ -45,10 +43,12 @@ class LabelJob:
     windows: int = 0
     needs_repair: bool = False
     started: float = field(default_factory=time.perf_counter)
+    _logmel: object = field(default=None, repr=False)
 
     @property
     def logmel(self):
-        if not hasattr(self, "_logmel"):
+        """The student's front end (``features.LogMel``), built on first use."""
+        if self._logmel is None:
             from .features import LogMel
 
             self._logmel = LogMel(self.config.frontend).eval()
@@ -82,8 +82,8 @@ class LabelJob:
     def progress_bar(self):
         """A rich progress bar over the estimated windows of ``todo`` (``.advance(n)``)."""
         if not self.show_progress:
-            return contextlib.nullcontext(_NoBar())
-        return _Bar(self.todo, self.config, self.console)
+            return contextlib.nullcontext(NoBar())
+        return WindowsBar(self.todo, self.config, self.console)
 
     def teacher(self, kind: str):
         return self.audio if kind == "audio" else self.video
@@ -108,14 +108,14 @@ def label(
     _check_config(config)
     clips = list_clips(src)
     store_dir = Path(store_dir)
-    with st.StoreLock(store_dir):
+    with StoreLock(store_dir):
         header = _open_header(store_dir, config)
         audio, video = _resolve_teachers(header, config, audio_teacher, video_teacher)
-        st.write_header(store_dir, header)
         st.repair_store(store_dir)
         done = st.done_clips(store_dir)
         todo = [c for c in clips if c.key not in done and not _skipped_before(header, c)]
         _check_unavailable(header, audio, video, todo)
+        st.write_header(store_dir, header)
         job = LabelJob(store_dir, config, header, audio, video, todo, progress)
         from .relabel import relabel_stale
 
@@ -175,7 +175,55 @@ def label_clips_local(job: LabelJob) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Preparing: config, header, teachers
+# Preparing: lock, config, header, teachers
+
+
+class StoreLock:
+    """Exclusive use of a store by one labeling process (``STORE/.lock`` holds its pid).
+
+    A lock left by a killed process (pid no longer running) is taken over.
+    """
+
+    def __init__(self, store_dir: str | Path):
+        self.path = Path(store_dir) / ".lock"
+
+    def __enter__(self) -> StoreLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid = _read_pid(self.path)
+                if pid and pid != os.getpid() and _running(pid):
+                    raise st.StoreError(
+                        f"{self.path.parent}: in use by another labeling process (pid {pid})"
+                    ) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return self
+        raise st.StoreError(f"{self.path.parent}: cannot take the lock {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_config(config: LabelConfig) -> None:
@@ -238,7 +286,9 @@ def _resolve_teachers(header: dict, config: LabelConfig, audio_teacher, video_te
             "classes": list(teacher.classes),
             "fingerprint": teacher.fingerprint,
             "temperature": getattr(
-                teacher, "temperature", getattr(getattr(teacher, "config", None), "temperature", None)
+                teacher,
+                "temperature",
+                getattr(getattr(teacher, "config", None), "temperature", None),
             ),
         }
         if info["spec"] is None and old.get("fingerprint") == teacher.fingerprint:
@@ -288,141 +338,3 @@ def _skipped_before(header: dict, clip: Clip) -> bool:
         return False
     stamp = _stamp(clip)
     return stamp["size"] == record.get("size") and stamp["mtime"] == record.get("mtime")
-
-
-# --------------------------------------------------------------------------------------------
-# Progress and summary
-
-
-class _Rate(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} windows/s" if speed else "- windows/s", style="progress.data.speed")
-
-
-class _Bar:
-    """Progress over the estimated number of windows (from headers: no decoding)."""
-
-    def __init__(self, clips: list[Clip], config: LabelConfig, console: Console):
-        self.progress = Progress(
-            TextColumn("[bold]label[/]"),
-            BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} windows"),
-            TextColumn("{task.fields[files]}/{task.fields[n_files]} files"),
-            _Rate(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.total = sum(_expected_windows(c, config) for c in clips)
-        self.task = self.progress.add_task("label", total=self.total, files=0, n_files=len(clips))
-        self.done = 0
-
-    def __enter__(self) -> _Bar:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.update(self.task, total=self.done)
-        self.progress.stop()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.done > self.total:
-            self.total = self.done
-            self.progress.update(self.task, total=self.total)
-        self.progress.advance(self.task, n)
-
-    def file_done(self) -> None:
-        files = self.progress.tasks[0].fields["files"] + 1
-        self.progress.update(self.task, files=files)
-
-
-class _NoBar:
-    def advance(self, n: int) -> None:
-        pass
-
-    def file_done(self) -> None:
-        pass
-
-
-def _expected_windows(clip: Clip, config: LabelConfig) -> int:
-    try:
-        duration = (clip.end or probe(clip.path).duration) - clip.start
-    except VideoError:
-        return 0
-    sr = config.frontend.sample_rate
-    return len(
-        window_starts(
-            round(duration * sr),
-            config.frontend.window_samples,
-            round(config.hop_seconds * sr),
-            round(config.min_seconds * sr),
-        )
-    )
-
-
-def summarize(job: LabelJob) -> dict:
-    """Summary of the whole store (and of this run), written to store.json and printed."""
-    import pyarrow.compute as pc
-
-    shards = st.shard_paths(job.store_dir)
-    columns = ["clip", "start", "end", "video_probs", "face_coverage", "audio_probs"]
-    table = st.SCHEMA.empty_table().select(columns)
-    if shards:
-        table = job_dataset(job.store_dir).to_table(columns=columns)
-    per_clip = table.group_by("clip").aggregate([("start", "min"), ("end", "max")])
-    seconds = pc.sum(pc.subtract(per_clip["end_max"], per_clip["start_min"])).as_py() or 0.0
-    with_video = table.num_rows - table["face_coverage"].null_count
-    with_face = table.num_rows - table["video_probs"].null_count
-    reasons: dict[str, int] = {}
-    for record in job.header["skipped"].values():
-        reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
-    elapsed = time.perf_counter() - job.started
-    summary = {
-        "files": per_clip.num_rows,
-        "windows": table.num_rows,
-        "hours": round(seconds / 3600, 4),
-        "windows_with_audio_labels": table.num_rows - table["audio_probs"].null_count,
-        "windows_with_video": with_video,
-        "windows_with_face": with_face,
-        "face_share": round(with_face / with_video, 4) if with_video else None,
-        "skipped_files": len(job.header["skipped"]),
-        "skipped_reasons": reasons,
-        "this_run": {
-            "files": job.files,
-            "windows": job.windows,
-            "seconds": round(elapsed, 2),
-            "windows_per_second": round(job.windows / elapsed, 2) if elapsed > 0 else None,
-        },
-    }
-    job.header["summary"] = summary
-    st.write_header(job.store_dir, job.header)
-    if job.show_progress:
-        _print_summary(job, summary)
-    return summary
-
-
-def job_dataset(store_dir: Path):
-    import pyarrow.dataset as ds
-
-    return ds.dataset(Path(store_dir) / st.SHARDS, format="parquet", schema=st.SCHEMA)
-
-
-def _print_summary(job: LabelJob, summary: dict) -> None:
-    table = Table(title=f"store {job.store_dir}", show_header=False)
-    face = summary["face_share"]
-    run = summary["this_run"]
-    rows = [
-        ("files", f"{summary['files']} ({run['files']} this run)"),
-        ("windows", f"{summary['windows']} ({run['windows']} this run, "
-         f"{run['windows_per_second'] or 0:.1f} windows/s)"),
-        ("hours", f"{summary['hours']:.3f}"),
-        ("windows with a face", "no video" if face is None
-         else f"{summary['windows_with_face']} of {summary['windows_with_video']} ({face:.1%})"),
-        ("skipped files", str(summary["skipped_files"])),
-    ]  # fmt: skip
-    for reason, count in sorted(summary["skipped_reasons"].items(), key=lambda x: -x[1])[:10]:
-        rows.append((f"  {count} x", reason))
-    for key, value in rows:
-        table.add_row(key, value)
-    job.console.print(table)

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SILENT_PEAK, AudioError, fit_window, load_audio, stream_audio, window_starts
+from .audio import SILENT_PEAK, AudioError, fit_window, load_audio, stream_audio
 from .config import LabelConfig
 from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from .video_io import VideoError, iter_frames, probe
+from .video_io import iter_frames, probe
 
 MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
 
@@ -52,7 +52,9 @@ def list_clips(src: str | Path) -> list[Clip]:
         files = sorted(
             p
             for p in src.rglob("*")
-            if p.suffix.lower() in media and p.is_file() and not p.name.startswith(".")
+            if p.suffix.lower() in media
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(src).parts)
         )
         return [Clip(str(p.absolute()), str(p.absolute())) for p in files]
     if src.suffix.lower() in MANIFEST_EXTENSIONS:
@@ -61,7 +63,7 @@ def list_clips(src: str | Path) -> list[Clip]:
         df = read_manifest(src)
         counts = df["path"].value_counts()
         clips = []
-        for path, start, duration in zip(df["path"], df["start"], df["duration"]):
+        for path, start, duration in zip(df["path"], df["start"], df["duration"], strict=True):
             start = 0.0 if np.isnan(start) else float(start)
             if start == 0.0 and counts[path] == 1:
                 clips.append(Clip(path, path))
@@ -101,7 +103,9 @@ def audio_chunks(clip: Clip, sample_rate: int, chunk_seconds: float) -> Iterator
     while clip.end is None or at < clip.end - 1e-9:
         duration = chunk_seconds if clip.end is None else min(chunk_seconds, clip.end - at)
         try:
-            wave = load_audio(clip.path, sample_rate, at, duration, min_seconds=0, allow_silent=True)
+            wave = load_audio(
+                clip.path, sample_rate, at, duration, min_seconds=0, allow_silent=True
+            )
         except AudioError as error:
             if at > clip.start and ("beyond the end" in error.reason or "no audio" in error.reason):
                 return  # the file ended exactly at a chunk boundary
@@ -183,7 +187,7 @@ class FrameWindows:
 def video_columns(teacher, frames: FrameWindows | None, starts, ends) -> dict:
     """The video teacher's columns for windows [start, end) (null rows without video frames)."""
     probs, confidence, coverage = [], [], []
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         if frames is None:
             p, cover = None, None
         else:
@@ -250,9 +254,14 @@ def _cut_all(chunks, cutter: WindowCutter) -> Iterator[list]:
 
 
 def features_bytes(logmel, waves: np.ndarray) -> list[bytes]:
-    """Student log-Mel features of waves (n, N) as float16 bytes of shape (n_mels, n_frames)."""
+    """Student log-Mel features of waves (n, N) as float16 bytes of shape (n_mels, n_frames).
+
+    Normalised as the front end says, except "global": statistics belong to the student's
+    training set, so the store keeps un-normalised log-Mel (store.json ``features_normalized``).
+    """
+    compute = logmel.log_mel if logmel.frontend.normalize == "global" else logmel
     with torch.inference_mode():
-        mel = logmel(torch.from_numpy(waves)).numpy().astype(np.float16)
+        mel = compute(torch.from_numpy(waves)).numpy().astype(np.float16)
     return [np.ascontiguousarray(m).tobytes() for m in mel]
 
 
@@ -260,7 +269,11 @@ def audio_columns(teacher, waves: np.ndarray, batch_size: int) -> dict:
     """The audio teacher's columns for waves (n, N); null columns without a teacher."""
     n = len(waves)
     if teacher is None:
-        return {"audio_probs": [None] * n, "audio_confidence": [None] * n, "audio_teacher": [None] * n}
+        return {
+            "audio_probs": [None] * n,
+            "audio_confidence": [None] * n,
+            "audio_teacher": [None] * n,
+        }
     probs = [teacher.predict(waves[i : i + batch_size]) for i in range(0, n, batch_size)]
     probs = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, 0), np.float32)
     return {
@@ -268,5 +281,3 @@ def audio_columns(teacher, waves: np.ndarray, batch_size: int) -> dict:
         "audio_confidence": probs.max(axis=1).tolist() if n else [],
         "audio_teacher": [teacher.fingerprint] * n,
     }
-
-

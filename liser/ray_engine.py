@@ -74,7 +74,9 @@ class ClipWorker:
         from .audio import AudioError
         from .video_io import VideoError
 
-        for key, path, start, end in zip(batch["key"], batch["path"], batch["start"], batch["end"]):
+        for key, path, start, end in zip(
+            batch["key"], batch["path"], batch["start"], batch["end"], strict=True
+        ):
             clip = Clip(str(key), str(path), float(start), None if np.isnan(end) else float(end))
             held, n = None, 0
             try:
@@ -126,11 +128,13 @@ class AudioWorker:
             computed = audio_columns(self.audio, waves, self.config.batch_size)
             where = np.flatnonzero(valid)
             for name, values in computed.items():
-                for i, value in zip(where, values):
+                for i, value in zip(where, values, strict=True):
                     columns[name][i] = value.tolist() if isinstance(value, np.ndarray) else value
         table = table.drop_columns(["wave"])
         for name in st.TEACHER_COLUMNS["audio"]:
-            table = table.append_column(st.SCHEMA.field(name), pa.array(columns[name], st.SCHEMA.field(name).type))
+            table = table.append_column(
+                st.SCHEMA.field(name), pa.array(columns[name], st.SCHEMA.field(name).type)
+            )
         return table
 
 
@@ -193,7 +197,7 @@ def _collect(job, tables) -> None:
     with job.progress_bar() as bar:
         for table in tables:
             for key, total, reason in zip(*(table.column(c).to_pylist() for c in
-                                            ("clip", "clip_windows", "skip_reason"))):  # fmt: skip
+                                            ("clip", "clip_windows", "skip_reason")), strict=True):  # fmt: skip
                 if reason is not None and key not in failed:
                     failed.add(key)
                     writer.discard(key)
@@ -203,7 +207,7 @@ def _collect(job, tables) -> None:
                 elif total > 0:
                     totals[key] = total
             keep = [k not in failed and t != 0 for k, t in
-                    zip(table.column("clip").to_pylist(), table.column("clip_windows").to_pylist())]  # fmt: skip
+                    zip(table.column("clip").to_pylist(), table.column("clip_windows").to_pylist(), strict=True)]  # fmt: skip
             rows = table.filter(pa.array(keep, pa.bool_())).select(st.SCHEMA.names)
             if rows.num_rows:
                 writer.add(rows)

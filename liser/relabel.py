@@ -51,7 +51,9 @@ def _recompute(job, kind: str, rows: pa.Table) -> dict:
     """New ``kind`` columns for ``rows`` (in their order), grouped by clip to decode each once."""
     out: dict[str, list] = {name: [None] * rows.num_rows for name in st.TEACHER_COLUMNS[kind]}
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for i, (clip, source) in enumerate(zip(rows["clip"].to_pylist(), rows["source"].to_pylist())):
+    for i, (clip, source) in enumerate(
+        zip(rows["clip"].to_pylist(), rows["source"].to_pylist(), strict=True)
+    ):
         groups[(clip, source)].append(i)
     starts, ends = rows["start"].to_numpy(), rows["end"].to_numpy()
     for (key, source), index in groups.items():
@@ -64,16 +66,20 @@ def _recompute(job, kind: str, rows: pa.Table) -> dict:
             else:
                 frames = None
                 if clip.has_video and probe(clip.path).has_video:
-                    grid = clip.start + np.ceil(
-                        (starts[index[0]] - clip.start) * job.config.video.frame_rate - 1e-6
-                    ) / job.config.video.frame_rate
+                    grid = (
+                        clip.start
+                        + np.ceil(
+                            (starts[index[0]] - clip.start) * job.config.video.frame_rate - 1e-6
+                        )
+                        / job.config.video.frame_rate
+                    )
                     frames = FrameWindows(clip.path, job.config.video.frame_rate, grid, clip.end)
                 columns = video_columns(job.video, frames, starts[index], ends[index])
         except (AudioError, VideoError) as error:
             job.console.print(f"[yellow]relabel failed[/] {key}: {error} (rows stay masked)")
             continue
         for name, values in columns.items():
-            for i, value in zip(index, values):
+            for i, value in zip(index, values, strict=True):
                 out[name][i] = value
     return out
 
@@ -84,7 +90,7 @@ def _window_waves(path: str, starts, ends, config) -> np.ndarray:
     sr, window = fe.sample_rate, fe.window_samples
     waves = np.zeros((len(starts), window), np.float32)
     segment, seg_start = np.zeros(0, np.float32), 0.0
-    for i, (start, end) in enumerate(zip(starts, ends)):
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         n_real = min(window, round((end - start) * sr))
         offset = round((start - seg_start) * sr)
         if offset < 0 or offset + n_real > len(segment):
@@ -105,7 +111,9 @@ def _replace(table: pa.Table, mask: np.ndarray, columns: dict) -> pa.Table:
     for name, values in columns.items():
         field = st.SCHEMA.field(name)
         old = table.column(name).to_pylist()
-        for i, value in zip(where, values):
+        for i, value in zip(where, values, strict=True):
             old[i] = value.tolist() if isinstance(value, np.ndarray) else value
-        table = table.set_column(table.schema.get_field_index(name), field, pa.array(old, field.type))
+        table = table.set_column(
+            table.schema.get_field_index(name), field, pa.array(old, field.type)
+        )
     return table

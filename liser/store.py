@@ -75,6 +75,7 @@ def new_header(frontend: FrontEndConfig, window_seconds, hop_seconds, min_second
         "min_seconds": min_seconds,
         "n_mels": frontend.n_mels,
         "n_frames": frontend.n_frames,
+        "features_normalized": frontend.normalize != "global",  # global: the student's stats
         "teachers": {"audio": None, "video": None},
         "skipped": {},
         "summary": {},
@@ -219,54 +220,6 @@ class ShardWriter:
         self.flush()
 
 
-class StoreLock:
-    """Exclusive use of a store by one labeling process (``STORE/.lock`` holds its pid).
-
-    A lock left by a killed process (pid no longer running) is taken over.
-    """
-
-    def __init__(self, store_dir: str | Path):
-        self.path = Path(store_dir) / ".lock"
-
-    def __enter__(self) -> StoreLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = _read_pid(self.path)
-                if pid and pid != os.getpid() and _running(pid):
-                    raise StoreError(
-                        f"{self.path.parent}: in use by another labeling process (pid {pid})"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            return self
-        raise StoreError(f"{self.path.parent}: cannot take the lock {self.path}")
-
-    def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _read_pid(path: Path) -> int:
-    try:
-        return int(path.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def repair_store(store_dir: str | Path) -> list[str]:
     """Delete temporary files and rows of clips that never completed; return those clips.
 
@@ -283,7 +236,7 @@ def repair_store(store_dir: str | Path) -> list[str]:
         keep = np.asarray([c in done for c in clips.to_pylist()], dtype=bool)
         if keep.all():
             continue
-        dropped.update(c for c, k in zip(clips.to_pylist(), keep) if not k)
+        dropped.update(c for c, k in zip(clips.to_pylist(), keep, strict=True) if not k)
         complete = shard_complete(path)
         if not keep.any() and not complete:
             path.unlink()
@@ -309,6 +262,8 @@ class SoftLabelStore:
         self.video_classes = tuple(video["classes"]) if video else ()
         self.n_mels = int(self.header["n_mels"])
         self.n_frames = int(self.header["n_frames"])
+        # False for normalize="global": features are raw log-Mel, the student applies its stats
+        self.features_normalized = bool(self.header.get("features_normalized", True))
         self.shards = shard_paths(self.path)
         self._rows = [pq.read_metadata(p).num_rows for p in self.shards]
 
@@ -381,8 +336,9 @@ class SoftLabelStore:
         return out
 
 
-_READ_COLUMNS = ["features", "audio_probs", "audio_teacher", "video_probs", "video_teacher"]
-_READ_COLUMNS.append("face_coverage")
+_READ_COLUMNS = [
+    "features", "audio_probs", "audio_teacher", "video_probs", "video_teacher", "face_coverage"
+]  # fmt: skip
 
 
 def _emit(parts, batch_size, shuffle, rng, keep_rest):
@@ -406,7 +362,9 @@ def _binary_to_array(column: pa.Array, dtype) -> np.ndarray:
     if column.null_count:
         raise StoreError("a row has no features (null in the features column)")
     _, offsets, data = column.buffers()
-    offsets = np.frombuffer(offsets, dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+    offsets = np.frombuffer(offsets, dtype=np.int32)[
+        column.offset : column.offset + len(column) + 1
+    ]
     return np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]].view(dtype)
 
 

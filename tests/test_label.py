@@ -15,7 +15,7 @@ from liser import store as st
 from liser.audio import load_audio, window_starts
 from liser.config import FrontEndConfig, LabelConfig
 from liser.features import LogMel
-from liser.label import label
+from liser.label import StoreLock, label
 from liser.label_clips import WindowCutter, list_clips
 from liser.testing import TinyAudioTeacher, TinyVideoTeacher, face_video, tone
 from liser.video_io import write_video
@@ -48,13 +48,20 @@ def table(store) -> "pa.Table":  # noqa: F821
 
 def per_clip(t, column):
     out = {}
-    for clip, value in zip(t["clip"].to_pylist(), t[column].to_pylist()):
+    for clip, value in zip(t["clip"].to_pylist(), t[column].to_pylist(), strict=True):
         out.setdefault(os.path.basename(clip), []).append(value)
     return out
 
 
 def test_label_folder(media, tmp_path):
-    summary = label(media, tmp_path / "s", LabelConfig(shard_windows=4), TinyAudioTeacher(), TinyVideoTeacher(), progress=False)
+    summary = label(
+        media,
+        tmp_path / "s",
+        LabelConfig(shard_windows=4),
+        TinyAudioTeacher(),
+        TinyVideoTeacher(),
+        progress=False,
+    )
     t = table(tmp_path / "s")
     starts = per_clip(t, "start")
     # window rule of audio.window_starts: 3 s grid plus an end-aligned window for a >= 1 s tail
@@ -68,7 +75,9 @@ def test_label_folder(media, tmp_path):
     for name, values in expected.items():  # AAC adds up to ~60 ms of encoder padding
         assert sorted(starts[name]) == pytest.approx(values, abs=0.07)
     ends = per_clip(t, "end")
-    assert max(ends["blank.avi"]) == pytest.approx(2.5, abs=0.01) and max(ends["talk.mp4"]) == pytest.approx(7.5, abs=0.07)
+    assert max(ends["blank.avi"]) == pytest.approx(2.5, abs=0.01) and max(
+        ends["talk.mp4"]
+    ) == pytest.approx(7.5, abs=0.07)
     # face coverage: the face leaves talk.mp4 at 4.0 s; frames at 5 fps
     coverage = per_clip(t.sort_by("start"), "face_coverage")
     assert coverage["talk.mp4"] == pytest.approx([1.0, 5 / 15, 0.0])
@@ -102,7 +111,14 @@ def test_label_folder(media, tmp_path):
     assert header["n_frames"] == 301 and header["hop_seconds"] == 3.0
     # a second run finds everything done: no new rows, nothing recomputed
     counting = CountingAudio()
-    again = label(media, tmp_path / "s", LabelConfig(shard_windows=4), counting, TinyVideoTeacher(), progress=False)
+    again = label(
+        media,
+        tmp_path / "s",
+        LabelConfig(shard_windows=4),
+        counting,
+        TinyVideoTeacher(),
+        progress=False,
+    )
     assert counting.windows == 0 and again["this_run"]["files"] == 0
     assert table(tmp_path / "s").equals(t)
 
@@ -160,6 +176,17 @@ def test_settings_mismatch_is_refused(media, tmp_path):
         label(media, tmp_path / "t", LabelConfig(window_seconds=2.0), progress=False)
 
 
+def test_global_normalisation_stores_raw_log_mel(media, tmp_path):
+    frontend = FrontEndConfig(normalize="global")
+    label(media / "speech.wav", tmp_path / "s", LabelConfig(frontend=frontend), progress=False)
+    store = st.open_store(tmp_path / "s")
+    assert not store.features_normalized and store.frontend == frontend
+    wave = load_audio(media / "speech.wav")[: 3 * SR]
+    raw = LogMel(frontend).log_mel(torch.from_numpy(wave)[None])[0]
+    features = next(store.iter_batches(2, shuffle=False))["features"][0]
+    assert torch.allclose(features, raw, atol=1e-2)
+
+
 def test_manifest_segments_and_overlapping_hop(media, tmp_path):
     from liser.manifest import make_manifest, write_manifest
 
@@ -171,9 +198,11 @@ def test_manifest_segments_and_overlapping_hop(media, tmp_path):
     manifest = write_manifest(make_manifest(rows), tmp_path / "m.csv")
     clips = list_clips(manifest)
     assert [(c.start, c.end) for c in clips] == [(0.0, 2.0), (1.0, 5.0)]
-    label(manifest, tmp_path / "s", LabelConfig(hop_seconds=0.5), TinyAudioTeacher(), progress=False)
+    label(
+        manifest, tmp_path / "s", LabelConfig(hop_seconds=0.5), TinyAudioTeacher(), progress=False
+    )
     t = table(tmp_path / "s")
-    spans = sorted(zip(t["start"].to_pylist(), t["end"].to_pylist()))
+    spans = sorted(zip(t["start"].to_pylist(), t["end"].to_pylist(), strict=True))
     assert np.allclose(spans, [(0.0, 2.0), (1.0, 4.0), (1.5, 4.5), (2.0, 5.0)])
 
 
@@ -191,7 +220,7 @@ def test_window_cutter_matches_window_starts_in_any_chunking(n):
             at += size
         out += cutter.finish()
         assert [w[1] for w in out] == window_starts(n, window, hop, 16_000)
-        for index, start, n_real, w in out:
+        for _index, start, n_real, w in out:
             assert len(w) == window and np.array_equal(w[:n_real], wave[start : start + n_real])
 
 
@@ -219,8 +248,22 @@ def test_kill_during_labeling_then_resume(media, tmp_path):
     done = st.done_clips(store)
     assert str(src / "a_long.wav") not in done  # killed in the middle of the long file
     counting = CountingAudio()
-    label(src, store, LabelConfig(shard_windows=2, batch_size=2), counting, TinyVideoTeacher(), progress=False)
-    label(src, tmp_path / "ref", LabelConfig(shard_windows=2, batch_size=2), TinyAudioTeacher(), TinyVideoTeacher(), progress=False)
+    label(
+        src,
+        store,
+        LabelConfig(shard_windows=2, batch_size=2),
+        counting,
+        TinyVideoTeacher(),
+        progress=False,
+    )
+    label(
+        src,
+        tmp_path / "ref",
+        LabelConfig(shard_windows=2, batch_size=2),
+        TinyAudioTeacher(),
+        TinyVideoTeacher(),
+        progress=False,
+    )
     resumed, reference = table(store), table(tmp_path / "ref")
     assert resumed.equals(reference)  # no duplicate, missing or corrupt rows
     already = sum(1 for c in resumed["clip"].to_pylist() if c in done)
@@ -234,7 +277,9 @@ def test_cli_label(media, tmp_path):
     from liser.cli import app
 
     out = tmp_path / "s"
-    result = CliRunner().invoke(app, ["label", str(media / "sub"), "-o", str(out), "--hop", "1.5", "--quiet"])
+    result = CliRunner().invoke(
+        app, ["label", str(media / "sub"), "-o", str(out), "--hop", "1.5", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["files"] == 1 and summary["windows"] == 2 and summary["skipped_files"] == 1
@@ -258,3 +303,16 @@ def test_real_video_teacher(media, tmp_path, shared):
     header = st.read_header(tmp_path / "s")
     assert header["teachers"]["video"]["classes"][0] == "angry"
     assert header["teachers"]["video"]["face_detector"].endswith(".xml")
+
+
+def test_store_lock(tmp_path):
+    with StoreLock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+        (tmp_path / ".lock").write_text(str(os.getppid()))  # as if another live process held it
+        with pytest.raises(st.StoreError, match="in use by another labeling process"):
+            with StoreLock(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()
+    (tmp_path / ".lock").write_text("999999999")  # left by a killed process
+    with StoreLock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())

@@ -1,5 +1,4 @@
 import json
-import os
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -59,7 +58,9 @@ def test_store_layout_and_batches(tmp_path):
     assert store.audio_classes == ("x", "y", "z") and store.video_classes == ("p", "q")
     assert store.frontend == FRONTEND
     table = ds.dataset(tmp_path / "s" / "shards").to_table()  # readable as one table
-    assert table.num_rows == 35 and sorted(set(table["clip"].to_pylist())) == [f"c{i}" for i in range(5)]
+    assert table.num_rows == 35 and sorted(set(table["clip"].to_pylist())) == [
+        f"c{i}" for i in range(5)
+    ]
     batches = list(store.iter_batches(8, shuffle=False))
     assert [len(b["audio_mask"]) for b in batches] == [8, 8, 8, 8, 3]
     b = batches[0]
@@ -77,7 +78,11 @@ def test_shuffle_is_seeded_and_covers_every_window_once(tmp_path):
     store = make_store(tmp_path / "s")
 
     def order(seed, epoch):
-        return [i for b in store.iter_batches(4, seed=seed, epoch=epoch, buffer_windows=12) for i in ids(b)]
+        return [
+            i
+            for b in store.iter_batches(4, seed=seed, epoch=epoch, buffer_windows=12)
+            for i in ids(b)
+        ]
 
     first = order(0, 0)
     assert sorted(first) == list(range(35))
@@ -91,7 +96,11 @@ def test_reading_holds_one_buffer_not_the_store(tmp_path, monkeypatch):
     store = make_store(tmp_path / "s", clips=20, per_clip=10, shard_windows=20)
     decoded = []
     original = st.SoftLabelStore._decode
-    monkeypatch.setattr(st.SoftLabelStore, "_decode", lambda self, b: decoded.append(b.num_rows) or original(self, b))
+    monkeypatch.setattr(
+        st.SoftLabelStore,
+        "_decode",
+        lambda self, b: decoded.append(b.num_rows) or original(self, b),
+    )
     batches = store.iter_batches(4, buffer_windows=30)
     next(batches)
     assert len(store) == 200 and sum(decoded) <= 30 + 20  # one buffer + at most one shard's batch
@@ -179,16 +188,3 @@ def test_not_a_store_and_other_schema(tmp_path):
     (tmp_path / "s" / "store.json").write_text(json.dumps(header))
     with pytest.raises(st.StoreError, match="schema 99"):
         st.open_store(tmp_path / "s")
-
-
-def test_store_lock(tmp_path):
-    with st.StoreLock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
-        (tmp_path / ".lock").write_text(str(os.getppid()))  # as if another live process held it
-        with pytest.raises(st.StoreError, match="in use by another labeling process"):
-            with st.StoreLock(tmp_path):
-                pass
-    assert not (tmp_path / ".lock").exists()
-    (tmp_path / ".lock").write_text("999999999")  # left by a killed process
-    with st.StoreLock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())

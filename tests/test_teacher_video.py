@@ -63,7 +63,9 @@ def brightness_fer(classes=("dark", "bright")) -> FERModel:
 
 
 def test_predict_window_on_a_fake_fer_and_detector():
-    config = VideoTeacherConfig(frame_rate=4.0, clip_seconds=0.5, min_face_coverage=0.5, batch_size=3)
+    config = VideoTeacherConfig(
+        frame_rate=4.0, clip_seconds=0.5, min_face_coverage=0.5, batch_size=3
+    )
     teacher = VideoTeacher(brightness_fer(), BrightnessDetector(), config)
     levels = [255, 255, 0, 191, 127, 0]  # frames 2 and 5 have no face
     frames = [np.full((9, 11, 3), v, np.uint8) for v in levels]
@@ -176,7 +178,9 @@ def test_check_files_and_cli_json(shared, teacher, tmp_path):
     assert table.exit_code == 0 and "masked" in table.stdout and "blank.png" in table.stdout
     failed = CliRunner().invoke(app, [*command, str(files[3])], env={"COLUMNS": "200"})
     assert failed.exit_code == 1 and "error" in failed.stdout  # a file it could not use
-    bad = CliRunner().invoke(app, [*command[:2], "--video-teacher", str(video), *models[2:], str(video)])
+    bad = CliRunner().invoke(
+        app, [*command[:2], "--video-teacher", str(video), *models[2:], str(video)]
+    )
     assert bad.exit_code == 2 and "not a supported FER model" in bad.output
 
 

@@ -120,3 +120,37 @@ def test_read_image_png(tmp_path):
     image[:, :15, 1] = 255
     Image.fromarray(image).save(tmp_path / "half.png")
     np.testing.assert_array_equal(read_image(tmp_path / "half.png"), image)
+
+
+def test_rotation_metadata_turns_frames_upright(tmp_path):
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(90)  # counter-clockwise, as phones store portrait video
+        for _ in range(3):
+            frame = np.zeros((32, 64, 3), np.uint8)
+            frame[:, :8] = 255  # a white strip on the left of the stored frame
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, "rgb24")))
+        container.mux(stream.encode(None))
+    _, frames = read_frames(path, 10.0)
+    assert frames[0].shape == (64, 32, 3)  # portrait
+    assert frames[0][-8:, :].mean() > 200 and frames[0][:-8, :].mean() < 30  # left -> bottom
+
+
+def test_damaged_packets_are_skipped_and_decoding_resumes(tmp_path):
+    from liser.testing import face_video
+
+    path = face_video(tmp_path / "damaged.mp4", 5.0, fps=10, size=(120, 160))  # index at end
+    _, intact = read_frames(path, 2.0)
+    data = bytearray(path.read_bytes())
+    middle = slice(len(data) * 2 // 5, len(data) * 3 // 5)
+    data[middle] = np.random.default_rng(5).bytes(middle.stop - middle.start)
+    path.write_bytes(bytes(data))
+    times, frames = read_frames(path, 2.0)
+    assert len(frames) == 10 and times[-1] == 4.5  # frames after the damage still come
+    assert frames[0].shape == intact[0].shape  # (later frames may show artifacts: no keyframe)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(bytes(data[: len(data) // 2]))  # the mp4 index is lost
+    with pytest.raises(VideoError, match="truncated.mp4"):
+        read_frames(truncated, 2.0)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from liser.testing import tiny_whisper_ct2, tone
 from liser.teachers.ct2 import CT2FormatError, read_ct2, whisper_encoder_from_ct2, write_ct2
 from liser.teachers.whisper import N_SAMPLES_30S, WhisperLogMel, load_whisper_encoder
+from liser.testing import tiny_whisper_ct2, tone
 
 
 def test_model_bin_round_trips_every_dtype(tmp_path):
@@ -33,7 +33,9 @@ def test_model_bin_round_trips_every_dtype(tmp_path):
         got = model.variables[name]
         assert got.dtype == tensor.dtype and got.shape == tensor.shape and torch.equal(got, tensor)
     assert torch.equal(model.variables["decoder/h"], variables["decoder/g"])
-    assert set(read_ct2(tmp_path, prefix="encoder/").variables) == {n for n in variables if n[0] == "e"}
+    assert set(read_ct2(tmp_path, prefix="encoder/").variables) == {
+        n for n in variables if n[0] == "e"
+    }
 
 
 def test_model_bin_layout_is_the_documented_one(tmp_path):
@@ -83,7 +85,13 @@ def _reference_encoder(encoder):
 def test_encoder_from_model_bin_matches_transformers(tmp_path):
     folder = tiny_whisper_ct2(tmp_path)
     dims, state = whisper_encoder_from_ct2(read_ct2(folder))
-    assert (dims.n_mels, dims.d_model, dims.n_heads, dims.n_layers, dims.n_ctx) == (80, 32, 2, 2, 1500)
+    assert (dims.n_mels, dims.d_model, dims.n_heads, dims.n_layers, dims.n_ctx) == (
+        80,
+        32,
+        2,
+        2,
+        1500,
+    )
     encoder = load_whisper_encoder(folder, pad_30s=True)
     reference = _reference_encoder(encoder)
     wave = torch.from_numpy(tone(3.0, 440.0))[None]
@@ -111,7 +119,9 @@ def test_front_end_matches_transformers_feature_extractor():
     from transformers import WhisperFeatureExtractor
 
     wave = tone(2.0, 300.0) + tone(2.0, 3000.0, amplitude=0.1, seed=1)
-    expected = WhisperFeatureExtractor(feature_size=80)(wave, sampling_rate=16000, return_tensors="np").input_features
+    expected = WhisperFeatureExtractor(feature_size=80)(
+        wave, sampling_rate=16000, return_tensors="np"
+    ).input_features
     ours = WhisperLogMel(80)(F.pad(torch.from_numpy(wave), (0, N_SAMPLES_30S - len(wave)))[None])
     assert ours.shape == expected.shape == (1, 80, 3000)
     assert np.abs(ours.numpy() - expected).max() < 1e-4
@@ -128,14 +138,18 @@ def test_hf_whisper_folder_loads_the_same_encoder(tmp_path):
     WhisperModel(config).save_pretrained(tmp_path)
     encoder = load_whisper_encoder(tmp_path)
     reference = WhisperModel.from_pretrained(tmp_path).encoder
-    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in encoder.encoder.state_dict().items())
+    assert all(
+        torch.equal(v, reference.state_dict()[k]) for k, v in encoder.encoder.state_dict().items()
+    )
 
 
 @pytest.mark.shared
 def test_real_whisper_matches_ctranslate2(shared):
     folder = os.environ.get("LISER_WHISPER_DIR")
     if not folder or not (Path(folder) / "model.bin").is_file():
-        pytest.skip("set LISER_WHISPER_DIR to a CTranslate2 Whisper folder (../shared/bin/get-whisper)")
+        pytest.skip(
+            "set LISER_WHISPER_DIR to a CTranslate2 Whisper folder (../shared/bin/get-whisper)"
+        )
     ctranslate2 = pytest.importorskip("ctranslate2")
     from liser.audio import load_audio
 
@@ -147,6 +161,8 @@ def test_real_whisper_matches_ctranslate2(shared):
         with torch.no_grad():
             hidden, _ = encoder(x)
             mel = encoder.frontend(F.pad(x, (0, N_SAMPLES_30S - x.shape[1])) if pad_30s else x)
-        expected = np.array(model.encode(ctranslate2.StorageView.from_array(mel.numpy()), to_cpu=True))
+        expected = np.array(
+            model.encode(ctranslate2.StorageView.from_array(mel.numpy()), to_cpu=True)
+        )
         assert expected.shape == tuple(hidden[-1].shape)
         assert np.abs(hidden[-1].numpy() - expected).max() < 5e-3 * np.abs(expected).max()

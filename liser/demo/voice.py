@@ -49,6 +49,22 @@ class Voice:
     jitter: float  # relative standard deviation of the glottal period
     shimmer: float  # relative standard deviation of the pulse amplitude
     loudness_db: float  # level offset in dB
+    expressiveness: tuple[float, ...] = (1.0,) * 9  # per-cue factors on emotional changes
+
+
+# The cues of ``Prosody`` that a speaker's ``expressiveness`` scales, in its order.
+CUES = (
+    "pitch_shift",
+    "range_factor",
+    "energy_db",
+    "tempo",
+    "tilt_shift",
+    "open_quotient_shift",
+    "jitter_factor",
+    "shimmer_factor",
+    "breath_shift",
+)
+MULTIPLICATIVE = ("range_factor", "tempo", "jitter_factor", "shimmer_factor", "formant_shift")
 
 
 @dataclass(frozen=True)
@@ -100,25 +116,26 @@ def random_voice(rng: np.random.Generator) -> Voice:
         jitter=rng.uniform(0.003, 0.015),
         shimmer=rng.uniform(0.02, 0.08),
         loudness_db=rng.uniform(-6.0, 6.0),
+        # individual differences: each cue from 0.2x to 1.8x the average change
+        expressiveness=tuple(float(v) for v in rng.uniform(0.2, 1.8, size=len(CUES))),
     )
 
 
-def blend(prosody: Prosody, intensity: float) -> Prosody:
-    """The prosody at ``intensity`` in [0, 1] of the way from neutral speech."""
-    u = float(intensity)
-    return Prosody(
-        pitch_shift=prosody.pitch_shift * u,
-        range_factor=prosody.range_factor**u,
-        contour=prosody.contour,
-        energy_db=prosody.energy_db * u,
-        tempo=prosody.tempo**u,
-        tilt_shift=prosody.tilt_shift * u,
-        open_quotient_shift=prosody.open_quotient_shift * u,
-        jitter_factor=prosody.jitter_factor**u,
-        shimmer_factor=prosody.shimmer_factor**u,
-        breath_shift=prosody.breath_shift * u,
-        formant_shift=prosody.formant_shift**u,
-    )
+def blend(prosody: Prosody, intensity: float, expressiveness=(1.0,) * len(CUES)) -> Prosody:
+    """The prosody at ``intensity`` in [0, 1] of the way from neutral speech.
+
+    ``expressiveness`` scales each cue of ``CUES`` for one speaker (how much this speaker's
+    pitch, loudness, tempo, ... change with emotion).
+    """
+    values = {}
+    for name in Prosody.__dataclass_fields__:
+        value = getattr(prosody, name)
+        if name == "contour":
+            values[name] = value
+            continue
+        u = float(intensity) * (expressiveness[CUES.index(name)] if name in CUES else 1.0)
+        values[name] = value**u if name in MULTIPLICATIVE else value * u
+    return Prosody(**values)
 
 
 def _syllables(seconds: float, rate: float, rng: np.random.Generator) -> list[dict]:
@@ -232,7 +249,7 @@ def synthesize(
     """Speech-like audio of ``voice`` speaking with ``emotion`` for ``seconds`` (16 kHz)."""
     if emotion not in PROSODY:
         raise ValueError(f"unknown emotion '{emotion}'; known: {', '.join(PROSODY)}")
-    p = blend(PROSODY[emotion], intensity)
+    p = blend(PROSODY[emotion], intensity, voice.expressiveness)
     n = round(seconds * SAMPLE_RATE)
     plan = _syllables(seconds, voice.rate * p.tempo * rng.uniform(0.92, 1.08), rng)
 

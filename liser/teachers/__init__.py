@@ -14,18 +14,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .base import EnsembleTeacher, StudentTeacher, Teacher, TeacherError, predict_manifest, read_calibration
+from .base import (
+    EnsembleTeacher,
+    StudentTeacher,
+    Teacher,
+    TeacherError,
+    predict_manifest,
+    read_calibration,
+)
 
 __all__ = [
     "Teacher",
     "TeacherError",
     "load_audio_teacher",
+    "load_teacher_predictor",
     "load_video_teacher",
     "predict_manifest",
 ]
 
 
-def load_audio_teacher(spec: str, config=None, device: str = "cpu", precision: str | None = None) -> Teacher:
+def load_audio_teacher(
+    spec: str, config=None, device: str = "cpu", precision: str | None = None
+) -> Teacher:
     """An audio teacher (eval mode, on ``device``) from a SPEC; see the module docstring.
 
     ``config``: an ``AudioTeacherConfig`` whose ``precision``/``batch_size`` apply to teachers
@@ -34,7 +44,7 @@ def load_audio_teacher(spec: str, config=None, device: str = "cpu", precision: s
     from .base import resolve_device
 
     dev = resolve_device(device)
-    precision = precision or (config.precision if config is not None else "auto")
+    precision = precision or getattr(config, "precision", "auto")
     specs = [s.strip() for s in str(spec).split(",") if s.strip()]
     if not specs:
         raise TeacherError("empty audio teacher spec")
@@ -42,7 +52,9 @@ def load_audio_teacher(spec: str, config=None, device: str = "cpu", precision: s
         members = [load_audio_teacher(s, config, device, precision) for s in specs]
         ensemble = EnsembleTeacher(members, specs)
         first = resolve_spec(specs[0])[0]
-        ensemble.temperature = read_calibration(first, members=[str(resolve_spec(s)[0]) for s in specs])
+        ensemble.temperature = read_calibration(
+            first, members=[str(resolve_spec(s)[0]) for s in specs]
+        )
         return ensemble
     folder, fingerprint = resolve_spec(specs[0])
     if folder.is_file() and folder.name in ("checkpoint.json", TEACHER_FILE):
@@ -59,9 +71,21 @@ def load_audio_teacher(spec: str, config=None, device: str = "cpu", precision: s
             "a model at all); fit a head on it first: `liser teacher fit-audio CONFIG` with "
             f"spec: {spec}, then pass the folder it writes"
         )
-    if config is not None and not (folder / TEACHER_FILE).is_file():
+    if hasattr(config, "batch_size") and not (folder / TEACHER_FILE).is_file():
         teacher.batch_size = config.batch_size
     return teacher
+
+
+def load_teacher_predictor(
+    spec: str, device: str = "cpu", window_seconds=None, hop_seconds=None, batch_size: int = 32
+):
+    """An audio teacher behind ``liser.predict.Predictor``'s interface, for ``liser evaluate``:
+    ``predict.load`` can return this when the folder holds ``teacher.json``."""
+    from .base import TeacherPredictor
+
+    teacher = load_audio_teacher(spec, device=device)
+    teacher.batch_size = batch_size
+    return TeacherPredictor(teacher, window_seconds, hop_seconds)
 
 
 def _is_audio_classifier(folder: Path) -> bool:
@@ -70,7 +94,9 @@ def _is_audio_classifier(folder: Path) -> bool:
         return False
     data = json.loads(config.read_text())
     archs = data.get("architectures") or []
-    return bool(data.get("id2label")) and any("SequenceClassification" in a or "AudioClassification" in a for a in archs)
+    return bool(data.get("id2label")) and any(
+        "SequenceClassification" in a or "AudioClassification" in a for a in archs
+    )
 
 
 def load_video_teacher(*args, **kwargs):

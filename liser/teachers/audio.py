@@ -38,7 +38,11 @@ def resolve_spec(spec: str) -> tuple[Path, str]:
     path = Path(spec).expanduser()
     if path.exists():
         path = path.resolve()
-        weights = [p for p in path.iterdir() if p.suffix in (".bin", ".safetensors")] if path.is_dir() else [path]
+        weights = (
+            [p for p in path.iterdir() if p.suffix in (".bin", ".safetensors")]
+            if path.is_dir()
+            else [path]
+        )
         return path, f"file:{quick_hash(weights or [path / 'config.json'])}"
     if not _HUB_ID.match(spec) or spec.startswith((".", "~")):
         raise TeacherError(f"audio teacher '{spec}': no such file or folder")
@@ -54,7 +58,9 @@ def resolve_spec(spec: str) -> tuple[Path, str]:
         folder = snapshot_download(spec, local_files_only=True, allow_patterns=_HUB_FILES)
     except Exception:
         if _offline():
-            raise TeacherError(hint + " (HF_HUB_OFFLINE is set, so nothing is downloaded)") from None
+            raise TeacherError(
+                hint + " (HF_HUB_OFFLINE is set, so nothing is downloaded)"
+            ) from None
         try:
             folder = snapshot_download(spec, etag_timeout=10, allow_patterns=_HUB_FILES)
         except Exception as e:
@@ -95,9 +101,13 @@ def load_audio_encoder(spec: str, pad_30s: bool = False) -> tuple[nn.Module, str
     """An encoder (eval mode, fp32, CPU) and its fingerprint from a hub id or local folder."""
     folder, fingerprint = resolve_spec(spec)
     if is_ct2_folder(folder) or is_hf_whisper_folder(folder):
-        return load_whisper_encoder(folder, pad_30s=pad_30s), fingerprint + (":pad30" if pad_30s else "")
+        return load_whisper_encoder(folder, pad_30s=pad_30s), fingerprint + (
+            ":pad30" if pad_30s else ""
+        )
     if not (folder / "config.json").is_file():
-        raise TeacherError(f"audio teacher '{spec}': {folder} has no config.json (not a model folder)")
+        raise TeacherError(
+            f"audio teacher '{spec}': {folder} has no config.json (not a model folder)"
+        )
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     config = AutoConfig.from_pretrained(folder)
@@ -108,7 +118,9 @@ def load_audio_encoder(spec: str, pad_30s: bool = False) -> tuple[nn.Module, str
         attention_mask = bool(getattr(extractor, "return_attention_mask", False))
     model = AutoModel.from_pretrained(folder, config=config)
     if not hasattr(model, "_get_feat_extract_output_lengths"):
-        raise TeacherError(f"audio teacher '{spec}': {type(model).__name__} is not a speech encoder")
+        raise TeacherError(
+            f"audio teacher '{spec}': {type(model).__name__} is not a speech encoder"
+        )
     return HFAudioEncoder(model, normalize, attention_mask).eval(), fingerprint
 
 
@@ -139,7 +151,9 @@ def apply_lora(encoder: nn.Module, config: AudioTeacherConfig) -> nn.Module:
 
 
 def lora_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items() if "lora_" in k}
+    return {
+        k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items() if "lora_" in k
+    }
 
 
 class PoolingHead(nn.Module):
@@ -148,7 +162,9 @@ class PoolingHead(nn.Module):
     ``pool(hidden (L+1, B, T, D), mask (B, T)) -> (B, L+1, D)``;
     ``forward(pooled (B, L+1, D)) -> logits (B, C)``."""
 
-    def __init__(self, n_hidden: int, dim: int, n_classes: int, layer: str = "weighted", dropout: float = 0.1):
+    def __init__(
+        self, n_hidden: int, dim: int, n_classes: int, layer: str = "weighted", dropout: float = 0.1
+    ):
         super().__init__()
         if layer not in ("weighted", "last") and not str(layer).lstrip("-").isdigit():
             raise ValueError(f"layer must be 'weighted', 'last' or an integer, not {layer!r}")
@@ -179,7 +195,9 @@ class PoolingHead(nn.Module):
 class EncoderTeacher(Teacher):
     """An encoder (+ LoRA) with a pooling head: the audio teacher ``fit-audio`` trains."""
 
-    def __init__(self, encoder, head, classes, fingerprint, config: AudioTeacherConfig, device="cpu"):
+    def __init__(
+        self, encoder, head, classes, fingerprint, config: AudioTeacherConfig, device="cpu"
+    ):
         self.encoder, self.head = encoder, head
         self.classes = tuple(classes)
         self.fingerprint = fingerprint
@@ -225,7 +243,9 @@ class HFClassifierTeacher(Teacher):
         return self.model(waves.float() * valid).logits
 
 
-def save_fitted_teacher(folder, teacher: EncoderTeacher, base: str, base_fingerprint: str, metrics: dict) -> Path:
+def save_fitted_teacher(
+    folder, teacher: EncoderTeacher, base: str, base_fingerprint: str, metrics: dict
+) -> Path:
     """Write a fitted teacher folder (files first, ``teacher.json`` last: its presence marks a
     complete folder)."""
     from safetensors.torch import save_file
@@ -260,7 +280,9 @@ def save_fitted_teacher(folder, teacher: EncoderTeacher, base: str, base_fingerp
     return folder
 
 
-def load_fitted_teacher(folder: Path, device: torch.device, precision: str | None = None) -> EncoderTeacher:
+def load_fitted_teacher(
+    folder: Path, device: torch.device, precision: str | None = None
+) -> EncoderTeacher:
     """Rebuild a teacher saved by ``fit_audio_teacher``: base encoder, LoRA, head, temperature."""
     from safetensors.torch import load_file
 
@@ -280,10 +302,18 @@ def load_fitted_teacher(folder: Path, device: torch.device, precision: str | Non
         missing = encoder.load_state_dict(load_file(folder / "adapter.safetensors"), strict=False)
         lost = [k for k in missing.missing_keys if "lora_" in k]
         if lost or missing.unexpected_keys:
-            raise TeacherError(f"{folder}: adapter does not fit the encoder ({(lost + missing.unexpected_keys)[:3]})")
-    head = PoolingHead(encoder.n_hidden, encoder.dim, len(meta["classes"]), config.layer, config.head_dropout)
+            raise TeacherError(
+                f"{folder}: adapter does not fit the encoder ({(lost + missing.unexpected_keys)[:3]})"
+            )
+    head = PoolingHead(
+        encoder.n_hidden, encoder.dim, len(meta["classes"]), config.layer, config.head_dropout
+    )
     head.load_state_dict(load_file(folder / "head.safetensors"))
-    files = [folder / "head.safetensors"] + ([folder / "adapter.safetensors"] if meta["lora"] else [])
-    teacher = EncoderTeacher(encoder, head, meta["classes"], f"{fingerprint}+{quick_hash(files)}", config, device)
+    files = [folder / "head.safetensors"] + (
+        [folder / "adapter.safetensors"] if meta["lora"] else []
+    )
+    teacher = EncoderTeacher(
+        encoder, head, meta["classes"], f"{fingerprint}+{quick_hash(files)}", config, device
+    )
     teacher.temperature = read_calibration(folder)
     return teacher.eval()

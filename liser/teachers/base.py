@@ -135,7 +135,9 @@ def predict_manifest(teacher: Teacher, df, progress: bool = True) -> np.ndarray:
         duration = getattr(row, "duration", None)
         duration = None if duration is None or not np.isfinite(duration) else float(duration)
         try:
-            wave = load_audio(row.path, start=float(getattr(row, "start", 0) or 0), duration=duration)
+            wave = load_audio(
+                row.path, start=float(getattr(row, "start", 0) or 0), duration=duration
+            )
         except AudioError as e:
             log.warning("skipped: %s", e)
             continue
@@ -222,5 +224,39 @@ class EnsembleTeacher(Teacher):
         self.specs = specs
 
     def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        probs = [torch.softmax(m.logits(waves, lengths).float() / m.temperature, -1) for m in self.members]
+        probs = [
+            torch.softmax(m.logits(waves, lengths).float() / m.temperature, -1)
+            for m in self.members
+        ]
         return torch.stack(probs).mean(0).clamp_min(1e-12).log()
+
+
+class TeacherPredictor:
+    """A teacher with the interface of ``liser.predict.Predictor`` (``classes``, ``frontend``,
+    ``window_seconds``, ``hop_seconds``, ``predict(wave) -> {"probs": {class: p}, ...}``), so that
+    ``liser evaluate`` can score teachers as it scores students."""
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        window_seconds: float | None = None,
+        hop_seconds: float | None = None,
+    ):
+        from ..config import FrontEndConfig
+
+        self.teacher = teacher
+        self.classes = teacher.classes
+        self.window_seconds = teacher.window_seconds = window_seconds or teacher.window_seconds
+        self.hop_seconds = teacher.hop_seconds = hop_seconds or teacher.hop_seconds
+        self.frontend = FrontEndConfig(window_seconds=self.window_seconds)
+
+    def predict(self, waveform, sample_rate: int | None = None) -> dict:
+        if sample_rate not in (None, SAMPLE_RATE):
+            raise ValueError(f"teachers take {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
+        wave = np.asarray(waveform, dtype=np.float32).reshape(-1)
+        probs = self.teacher.predict_clip(wave)
+        return {
+            "duration": len(wave) / SAMPLE_RATE,
+            "label": self.classes[int(probs.argmax())],
+            "probs": {c: round(float(p), 6) for c, p in zip(self.classes, probs, strict=True)},
+        }

@@ -31,7 +31,12 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) ->
     with np.errstate(invalid="ignore", divide="ignore"):
         conf = np.bincount(which, confidence, n_bins) / count
         acc = np.bincount(which, correct, n_bins) / count
-    return {"count": count, "confidence": conf, "accuracy": acc, "edges": np.linspace(0, 1, n_bins + 1)}
+    return {
+        "count": count,
+        "confidence": conf,
+        "accuracy": acc,
+        "edges": np.linspace(0, 1, n_bins + 1),
+    }
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -81,7 +86,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
-def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "", n_bins: int = 15) -> Path:
+def reliability_diagram(
+    probs: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "", n_bins: int = 15
+) -> Path:
     """A reliability diagram (accuracy against confidence per bin, with the bins' share of
     samples) as a PNG, written atomically."""
     import matplotlib
@@ -93,8 +100,21 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str | Path,
     centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
     width = 1.0 / n_bins
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    ax.bar(centres, np.nan_to_num(bins["accuracy"]), width=width * 0.9, color="tab:blue", label="accuracy")
-    ax.bar(centres, bins["count"] / max(1, bins["count"].sum()), width=width * 0.4, color="tab:gray", alpha=0.6, label="share of samples")
+    ax.bar(
+        centres,
+        np.nan_to_num(bins["accuracy"]),
+        width=width * 0.9,
+        color="tab:blue",
+        label="accuracy",
+    )
+    ax.bar(
+        centres,
+        bins["count"] / max(1, bins["count"].sum()),
+        width=width * 0.4,
+        color="tab:gray",
+        alpha=0.6,
+        label="share of samples",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ece = expected_calibration_error(probs, labels, n_bins)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy")
@@ -137,16 +157,30 @@ def calibrate_teacher(
         df = split_fold(df, DataConfig(manifest=str(manifest), fold=fold), seed=0)[split]
     dropped = int((~df["label"].isin(list(teacher.classes))).sum())
     if dropped:
-        log.warning("calibrate: %d clips have labels outside the teacher's classes; skipped", dropped)
+        log.warning(
+            "calibrate: %d clips have labels outside the teacher's classes; skipped", dropped
+        )
     rate = 16000
-    clips = Clips.load(df, teacher.classes, round(teacher.window_seconds * rate), round(teacher.hop_seconds * rate), progress)
+    clips = Clips.load(
+        df,
+        teacher.classes,
+        round(teacher.window_seconds * rate),
+        round(teacher.hop_seconds * rate),
+        progress,
+    )
     if len(clips) == 0:
-        raise ValueError(f"{manifest}: no labeled clip with a class of the teacher ({', '.join(teacher.classes)})")
+        raise ValueError(
+            f"{manifest}: no labeled clip with a class of the teacher ({', '.join(teacher.classes)})"
+        )
     probs = np.concatenate([teacher.predict(*clips.clip(i)) for i in range(len(clips))])
     labels = clips.labels[clips.owner]
     t_old = teacher.temperature
-    t_new = t_old * fit_temperature(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1))), torch.from_numpy(labels))
-    after = torch.softmax(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1))) * t_old / t_new, -1).numpy()
+    t_new = t_old * fit_temperature(
+        torch.from_numpy(np.log(np.clip(probs, 1e-12, 1))), torch.from_numpy(labels)
+    )
+    after = torch.softmax(
+        torch.from_numpy(np.log(np.clip(probs, 1e-12, 1))) * t_old / t_new, -1
+    ).numpy()
     clip_probs = np.stack([probs[clips.owner == i].mean(0) for i in range(len(clips))])
     out = Path(output_dir)
     report = {
@@ -161,20 +195,29 @@ def calibrate_teacher(
         "clip_war": float((clip_probs.argmax(1) == clips.labels).mean()),
         "temperature_before": t_old,
         "temperature": t_new,
+        "nll_before": _nll(probs, labels),
+        "nll_after": _nll(after, labels),
         "ece_before": expected_calibration_error(probs, labels),
         "ece_after": expected_calibration_error(after, labels),
         "before": confidence_correctness(probs, labels),
         "after": confidence_correctness(after, labels),
         "diagrams": [
-            str(reliability_diagram(probs, labels, out / "reliability_before.png", f"T={t_old:.2f}")),
-            str(reliability_diagram(after, labels, out / "reliability_after.png", f"T={t_new:.2f}")),
+            str(
+                reliability_diagram(probs, labels, out / "reliability_before.png", f"T={t_old:.2f}")
+            ),
+            str(
+                reliability_diagram(after, labels, out / "reliability_after.png", f"T={t_new:.2f}")
+            ),
         ],
     }
     if store:
         specs = [s.strip() for s in spec.split(",") if s.strip()]
         folders = [resolve_spec(s)[0] for s in specs]
         folder = folders[0] if folders[0].is_dir() else folders[0].parent
-        info = {"temperature": t_new, "fitted_on": f"{manifest} fold={fold} split={report['split']}"}
+        info = {
+            "temperature": t_new,
+            "fitted_on": f"{manifest} fold={fold} split={report['split']}",
+        }
         info |= {"ece_before": report["ece_before"], "ece_after": report["ece_after"]}
         if len(specs) > 1:
             info["members"] = [str(f) for f in folders]
@@ -183,3 +226,7 @@ def calibrate_teacher(
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(out / "calibration.json")
     return report
+
+
+def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())

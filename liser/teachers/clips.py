@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 def uar(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     """Unweighted average recall: the mean over classes present in ``labels`` of their recall."""
-    recalls = [float((pred[labels == c] == c).mean()) for c in range(n_classes) if (labels == c).any()]
+    recalls = [
+        float((pred[labels == c] == c).mean()) for c in range(n_classes) if (labels == c).any()
+    ]
     return float(np.mean(recalls)) if recalls else float("nan")
 
 
@@ -43,7 +45,9 @@ class Clips:
 
         index = {c: i for i, c in enumerate(classes)}
         rows, labels, owner = [], [], []
-        for row in track(list(df.itertuples(index=False)), "reading clips", disable=not progress, transient=True):
+        for row in track(
+            list(df.itertuples(index=False)), "reading clips", disable=not progress, transient=True
+        ):
             if row.label not in index:
                 continue
             wave = _read(row)
@@ -53,7 +57,9 @@ class Clips:
             owner += [len(rows)] * k
             rows.append(row)
             labels.append(index[row.label])
-        return cls(rows, np.array(labels, dtype=np.int64), np.array(owner, dtype=np.int64), window, hop)
+        return cls(
+            rows, np.array(labels, dtype=np.int64), np.array(owner, dtype=np.int64), window, hop
+        )
 
     def clip(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Windows (K, window) and valid lengths (K,) of clip ``i``."""
@@ -93,7 +99,9 @@ def _read(row, strict: bool = False) -> np.ndarray | None:
         return None
 
 
-def _cached_per_clip(clips: Clips, cache: Path | None, compute, progress: bool, what: str, batch_windows: int = 32):
+def _cached_per_clip(
+    clips: Clips, cache: Path | None, compute, progress: bool, what: str, batch_windows: int = 32
+):
     """For every clip, arrays from ``cache/<key>.npz`` or from ``compute(waves, lengths)`` on its
     windows (batched across clips, saved atomically). Returns a list (per clip) of dicts."""
     from rich.progress import Progress
@@ -152,7 +160,9 @@ def encode_clips(teacher, clips: Clips, cache: Path | None, progress: bool = Tru
 
 
 @torch.no_grad()
-def lower_layer_cache(encoder, clips: Clips, split_at: int, cache: Path | None, progress: bool = True):
+def lower_layer_cache(
+    encoder, clips: Clips, split_at: int, cache: Path | None, progress: bool = True
+):
     """For LoRA in the top layers only: per window, the pooled hidden states 0..split_at
     (n_windows, split_at+1, D) float32, the input of layer ``split_at`` (n_windows, T, D) float16
     and the audio mask (n_windows, T)."""
@@ -170,8 +180,17 @@ def lower_layer_cache(encoder, clips: Clips, split_at: int, cache: Path | None, 
         for layer in encoder.layers[:split_at]:
             hidden.append(layer(hidden[-1], None))
         pooled = PoolingHead.pool(torch.stack(hidden), mask)
-        return {"pooled": pooled.float().cpu().numpy(), "seq": hidden[-1].half().cpu().numpy(), "mask": mask.cpu().numpy()}
+        return {
+            "pooled": pooled.float().cpu().numpy(),
+            "seq": hidden[-1].half().cpu().numpy(),
+            "mask": mask.cpu().numpy(),
+        }
 
-    per_clip = _cached_per_clip(clips, cache, compute, progress, f"encoding layers 0-{split_at - 1}", batch_windows=16)
+    per_clip = _cached_per_clip(
+        clips, cache, compute, progress, f"encoding layers 0-{split_at - 1}", batch_windows=16
+    )
     encoder.train(was_training)
-    return tuple(torch.from_numpy(np.concatenate([c[k] for c in per_clip])) for k in ("pooled", "seq", "mask"))
+    return tuple(
+        torch.from_numpy(np.concatenate([c[k] for c in per_clip]))
+        for k in ("pooled", "seq", "mask")
+    )

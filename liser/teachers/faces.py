@@ -53,7 +53,7 @@ class HaarDetector:
         scale_factor: float = 1.1,
         min_neighbors: int = 5,
         min_size_fraction: float = 0.08,
-        max_side: int = 640,
+        max_side: int = 480,
     ):
         self.path = Path(path)
         try:

@@ -42,30 +42,44 @@ def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path
     classes = tuple(config.data.classes) or corpus_classes(df)
     splits = split_fold(df, config.data, config.seed)
     if len(splits["val"]) == 0:
-        raise ValueError("fit-audio needs validation speakers for early stopping: data.val_fraction > 0")
+        raise ValueError(
+            "fit-audio needs validation speakers for early stopping: data.val_fraction > 0"
+        )
     device = resolve_device(config.device)
     encoder, fingerprint = load_audio_encoder(config.spec, pad_30s=config.whisper_pad_30s)
     encoder.to(device)
     window = round(config.window_seconds * SAMPLE_RATE)
     hop = round(config.hop_seconds * SAMPLE_RATE)
-    data = {k: Clips.load(splits[k], classes, window, hop, progress) for k in ("train", "val", "test")}
-    head = PoolingHead(encoder.n_hidden, encoder.dim, len(classes), config.layer, config.head_dropout).to(device)
+    data = {
+        k: Clips.load(splits[k], classes, window, hop, progress) for k in ("train", "val", "test")
+    }
+    head = PoolingHead(
+        encoder.n_hidden, encoder.dim, len(classes), config.layer, config.head_dropout
+    ).to(device)
     teacher = EncoderTeacher(encoder, head, classes, fingerprint, config, device)
     if config.freeze_encoder:
         metrics = _fit_frozen(teacher, data, config, fingerprint, rng, progress)
     else:
-        metrics = _fit_lora(teacher, data, config, fingerprint, rng, progress, out)
+        metrics = _fit_lora(teacher, data, config, fingerprint, progress, out)
     metrics["seconds"] = round(time.time() - started, 1)
     metrics["sizes"] = {k: len(v) for k, v in data.items()}
     metrics["fold"] = config.data.fold
-    base = config.spec if not Path(config.spec).expanduser().exists() else str(Path(config.spec).expanduser().resolve())
+    base = (
+        config.spec
+        if not Path(config.spec).expanduser().exists()
+        else str(Path(config.spec).expanduser().resolve())
+    )
     save_fitted_teacher(out, teacher, base, fingerprint, metrics)
     write_calibration(out, metrics["calibration"])
-    log.info("fit-audio: %s", json.dumps({k: metrics[k] for k in ("val_uar", "test_uar", "test_war")}))
+    log.info(
+        "fit-audio: %s", json.dumps({k: metrics[k] for k in ("val_uar", "test_uar", "test_war")})
+    )
     return out
 
 
-def fit_audio_teacher_folds(config: AudioTeacherConfig, folds: tuple[int, ...], progress: bool = True) -> dict:
+def fit_audio_teacher_folds(
+    config: AudioTeacherConfig, folds: tuple[int, ...], progress: bool = True
+) -> dict:
     """``fit_audio_teacher`` for each fold in ``output_dir/fold{k}``; mean and std of test UAR/WAR
     in ``output_dir/summary.json``. Folds already fitted (``teacher.json`` present) are reused."""
     out = Path(config.output_dir)
@@ -73,9 +87,16 @@ def fit_audio_teacher_folds(config: AudioTeacherConfig, folds: tuple[int, ...], 
     for fold in folds:
         folder = out / f"fold{fold}"
         if not (folder / "teacher.json").is_file():
-            fit_audio_teacher(replace(config, **{"data.fold": fold, "output_dir": str(folder)}), progress)
+            fit_audio_teacher(
+                replace(config, **{"data.fold": fold, "output_dir": str(folder)}), progress
+            )
         results[fold] = json.loads((folder / "teacher.json").read_text())["metrics"]
-    summary = {"folds": {str(k): {m: v[m] for m in ("val_uar", "test_uar", "test_war", "seconds")} for k, v in results.items()}}
+    summary = {
+        "folds": {
+            str(k): {m: v[m] for m in ("val_uar", "test_uar", "test_war", "seconds")}
+            for k, v in results.items()
+        }
+    }
     for m in ("test_uar", "test_war"):
         values = np.array([v[m] for v in results.values()])
         summary[m] = {"mean": float(values.mean()), "std": float(values.std())}
@@ -97,7 +118,11 @@ def _evaluate(window_logits: torch.Tensor, clips: Clips) -> dict:
     clip_probs = np.stack([probs[clips.owner == i].mean(0) for i in range(len(clips))])
     pred = clip_probs.argmax(1)
     nll = -np.log(np.clip(clip_probs[np.arange(len(clips)), clips.labels], 1e-12, 1)).mean()
-    return {"uar": uar(clips.labels, pred, clip_probs.shape[1]), "war": float((pred == clips.labels).mean()), "nll": float(nll)}
+    return {
+        "uar": uar(clips.labels, pred, clip_probs.shape[1]),
+        "war": float((pred == clips.labels).mean()),
+        "nll": float(nll),
+    }
 
 
 def _finish(teacher, best_state, logits, data, history, best_epoch) -> dict:
@@ -114,7 +139,9 @@ def _finish(teacher, best_state, logits, data, history, best_epoch) -> dict:
     calibration = {
         "temperature": temperature,
         "fitted_on": "validation windows",
-        "ece_before": expected_calibration_error(torch.softmax(val_logits, -1).numpy(), val_labels.numpy()),
+        "ece_before": expected_calibration_error(
+            torch.softmax(val_logits, -1).numpy(), val_labels.numpy()
+        ),
         "ece_after": expected_calibration_error(probs, val_labels.numpy()),
     }
     return {
@@ -132,12 +159,16 @@ def _finish(teacher, best_state, logits, data, history, best_epoch) -> dict:
 def _fit_frozen(teacher, data, config, fingerprint, rng, progress) -> dict:
     """Head on cached pooled features of all windows (each window labeled with its clip)."""
     cache = _cache_dir(config, fingerprint, "pooled")
-    feats = {k: torch.from_numpy(encode_clips(teacher, v, cache, progress)) for k, v in data.items()}
+    feats = {
+        k: torch.from_numpy(encode_clips(teacher, v, cache, progress)) for k, v in data.items()
+    }
     train = data["train"]
     labels = torch.from_numpy(train.labels[train.owner])
     weights = _class_weights(train.labels, len(teacher.classes))
     head = teacher.head
-    optim = torch.optim.AdamW(head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay)
+    optim = torch.optim.AdamW(
+        head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay
+    )
     best, best_state, best_epoch, history, bad = (-1.0, 0.0), None, 0, [], 0
 
     def logits(split: str) -> torch.Tensor:
@@ -153,13 +184,22 @@ def _fit_frozen(teacher, data, config, fingerprint, rng, progress) -> dict:
             if len(idx) < 2:
                 continue
             z = head(feats["train"][idx].to(teacher.device))
-            loss = F.cross_entropy(z, labels[idx].to(teacher.device), weight=weights.to(teacher.device))
+            loss = F.cross_entropy(
+                z, labels[idx].to(teacher.device), weight=weights.to(teacher.device)
+            )
             optim.zero_grad()
             loss.backward()
             optim.step()
         val = _evaluate(logits("val"), data["val"])
         score = (val["uar"], -val["nll"])  # UAR first, validation NLL breaks ties
-        history.append({"epoch": epoch, "val_uar": val["uar"], "val_nll": val["nll"], "loss": float(loss.detach())})
+        history.append(
+            {
+                "epoch": epoch,
+                "val_uar": val["uar"],
+                "val_nll": val["nll"],
+                "loss": float(loss.detach()),
+            }
+        )
         if score > best:
             best, best_epoch, bad = score, epoch, 0
             best_state = {"head": {k: v.clone() for k, v in head.state_dict().items()}}
@@ -170,10 +210,9 @@ def _fit_frozen(teacher, data, config, fingerprint, rng, progress) -> dict:
     return _finish(teacher, best_state, logits, data, history, best_epoch)
 
 
-def _fit_lora(teacher, data, config, fingerprint, rng, progress, out: Path) -> dict:
+def _fit_lora(teacher, data, config, fingerprint, progress, out: Path) -> dict:
     """LoRA + head, one random window per training clip per epoch; resumable from ``out``."""
     from rich.progress import track
-    from safetensors.torch import load_file, save_file
 
     encoder, head, device = teacher.encoder, teacher.head, teacher.device
     apply_lora(encoder, config)
@@ -183,11 +222,16 @@ def _fit_lora(teacher, data, config, fingerprint, rng, progress, out: Path) -> d
     cached = split_at > 0 and hasattr(encoder, "run_layers") and bool(config.cache_dir)
     if cached:
         cache = _cache_dir(config, fingerprint, f"lower{split_at}")
-        lower = {k: lower_layer_cache(encoder, v, split_at, cache, progress) for k, v in data.items()}
+        lower = {
+            k: lower_layer_cache(encoder, v, split_at, cache, progress) for k, v in data.items()
+        }
     dtype = autocast_dtype(device, config.precision)
     lora_params = [p for p in encoder.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(
-        [{"params": lora_params, "lr": config.lr}, {"params": head.parameters(), "lr": config.head_lr}],
+        [
+            {"params": lora_params, "lr": config.lr},
+            {"params": head.parameters(), "lr": config.head_lr},
+        ],
         weight_decay=config.weight_decay,
     )
     weights = _class_weights(data["train"].labels, len(teacher.classes)).to(device)
@@ -201,7 +245,9 @@ def _fit_lora(teacher, data, config, fingerprint, rng, progress, out: Path) -> d
                 pooled = torch.cat([pooled_low.float(), head.pool(top_hidden, mask)], dim=1)
             else:
                 waves, lengths = data[split].windows(idx)
-                hidden, mask = encoder(torch.from_numpy(waves).to(device), torch.from_numpy(lengths).to(device))
+                hidden, mask = encoder(
+                    torch.from_numpy(waves).to(device), torch.from_numpy(lengths).to(device)
+                )
                 pooled = head.pool(hidden, mask)
             return head(pooled)
 
@@ -209,57 +255,112 @@ def _fit_lora(teacher, data, config, fingerprint, rng, progress, out: Path) -> d
         encoder.eval(), head.eval()
         n = len(data[split].owner)
         with torch.no_grad():
-            return torch.cat([forward(split, np.arange(i, min(n, i + config.batch_size))).float().cpu() for i in range(0, n, config.batch_size)])
+            return torch.cat(
+                [
+                    forward(split, np.arange(i, min(n, i + config.batch_size))).float().cpu()
+                    for i in range(0, n, config.batch_size)
+                ]
+            )
 
-    state_file, resume = out / "resume.json", out / "resume.safetensors"
-    best, best_epoch, history, bad, start = (-1.0, 0.0), 0, [], 0, 1
-    best_state = None
     same = {k: v for k, v in to_dict(config).items() if k not in ("epochs", "patience")}
-    if state_file.is_file() and resume.is_file() and json.loads(state_file.read_text()).get("config") != same:
-        log.warning("fit-audio: %s holds a run with another config; starting afresh", out)
-    elif state_file.is_file() and resume.is_file():
-        info, tensors = json.loads(state_file.read_text()), load_file(resume)
-        best, best_epoch, history, bad, start = tuple(info["best"]), info["best_epoch"], info["history"], info["bad"], info["epoch"] + 1
-        encoder.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("lora.")}, strict=False)
-        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-        best_state = {p: {k[len(p) + 6 :]: v for k, v in tensors.items() if k.startswith(f"best.{p}.")} for p in ("head", "lora")}
-        optim.load_state_dict(torch.load(out / "resume.optim.pt", weights_only=True))
-        rng = np.random.default_rng([config.seed, start])
-        log.info("fit-audio: resumed after epoch %d (best val UAR %.3f)", start - 1, best[0])
+    state = _load_resume(out, same, encoder, head, optim)
+    best, best_epoch, bad = state["best"], state["best_epoch"], state["bad"]
+    history, best_state = state["history"], state["best_state"]
     train = data["train"]
-    for epoch in range(start, config.epochs + 1):
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
         encoder.train(), head.train()
-        picks = np.array([rng.choice(np.flatnonzero(train.owner == i)) for i in rng.permutation(len(train))])
-        batches = [picks[i : i + config.batch_size] for i in range(0, len(picks), config.batch_size)]
+        rng = np.random.default_rng([config.seed, epoch])  # the same picks whether resumed or not
+        picks = np.array(
+            [rng.choice(np.flatnonzero(train.owner == i)) for i in rng.permutation(len(train))]
+        )
+        batches = [
+            picks[i : i + config.batch_size] for i in range(0, len(picks), config.batch_size)
+        ]
         for idx in track(batches, f"epoch {epoch}", disable=not progress, transient=True):
             if len(idx) < 2:
                 continue
-            loss = F.cross_entropy(forward("train", idx).float(), torch.from_numpy(train.labels[train.owner[idx]]).to(device), weight=weights)
+            loss = F.cross_entropy(
+                forward("train", idx).float(),
+                torch.from_numpy(train.labels[train.owner[idx]]).to(device),
+                weight=weights,
+            )
             optim.zero_grad()
             loss.backward()
             optim.step()
         val = _evaluate(logits("val"), data["val"])
         score = (val["uar"], -val["nll"])  # UAR first, validation NLL breaks ties
-        history.append({"epoch": epoch, "val_uar": val["uar"], "val_nll": val["nll"], "loss": float(loss.detach())})
+        history.append(
+            {
+                "epoch": epoch,
+                "val_uar": val["uar"],
+                "val_nll": val["nll"],
+                "loss": float(loss.detach()),
+            }
+        )
         if score > best:
             best, best_epoch, bad = score, epoch, 0
-            best_state = {"head": {k: v.detach().clone() for k, v in head.state_dict().items()}, "lora": _lora(encoder)}
+            best_state = {
+                "head": {k: v.detach().clone() for k, v in head.state_dict().items()},
+                "lora": _lora(encoder),
+            }
         else:
             bad += 1
-        tensors = {f"lora.{k}": v for k, v in _lora(encoder).items()}
-        tensors |= {f"head.{k}": v for k, v in head.state_dict().items()}
-        tensors |= {f"best.{p}.{k}": v for p in ("head", "lora") for k, v in best_state[p].items()}
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(resume) + ".tmp")
-        torch.save(optim.state_dict(), out / "resume.optim.pt.tmp")
-        Path(str(resume) + ".tmp").replace(resume)
-        (out / "resume.optim.pt.tmp").replace(out / "resume.optim.pt")
-        info = {"epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history, "bad": bad, "config": same}
-        state_file.with_suffix(".tmp").write_text(json.dumps(info))
-        state_file.with_suffix(".tmp").replace(state_file)
-        log.info("fit-audio: epoch %d val UAR %.3f (best %.3f at %d)", epoch, val["uar"], best[0], best_epoch)
+        info = {"epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history}
+        _save_resume(out, info | {"bad": bad, "config": same}, encoder, head, best_state, optim)
+        log.info(
+            "fit-audio: epoch %d val UAR %.3f (best %.3f at %d)",
+            epoch,
+            val["uar"],
+            best[0],
+            best_epoch,
+        )
         if config.patience and bad >= config.patience:
             break
     return _finish(teacher, best_state, logits, data, history, best_epoch)
+
+
+def _save_resume(out: Path, info: dict, encoder, head, best_state: dict, optim) -> None:
+    """Adapters, head, best states and optimizer after an epoch; ``resume.json`` written last."""
+    from safetensors.torch import save_file
+
+    tensors = {f"lora.{k}": v for k, v in _lora(encoder).items()}
+    tensors |= {f"head.{k}": v for k, v in head.state_dict().items()}
+    tensors |= {f"best.{p}.{k}": v for p in ("head", "lora") for k, v in best_state[p].items()}
+    tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
+    save_file(tensors, str(out / "resume.safetensors.tmp"))
+    torch.save(optim.state_dict(), out / "resume.optim.pt.tmp")
+    (out / "resume.safetensors.tmp").replace(out / "resume.safetensors")
+    (out / "resume.optim.pt.tmp").replace(out / "resume.optim.pt")
+    (out / "resume.json.tmp").write_text(json.dumps(info))
+    (out / "resume.json.tmp").replace(out / "resume.json")
+
+
+def _load_resume(out: Path, same: dict, encoder, head, optim) -> dict:
+    """The state ``_save_resume`` left for the same config (loaded into the modules and the
+    optimizer), or a fresh state."""
+    from safetensors.torch import load_file
+
+    fresh = {"epoch": 0, "best": (-1.0, 0.0), "best_epoch": 0, "history": [], "bad": 0}
+    fresh["best_state"] = None
+    if not ((out / "resume.json").is_file() and (out / "resume.safetensors").is_file()):
+        return fresh
+    info = json.loads((out / "resume.json").read_text())
+    if info.get("config") != same:
+        log.warning("fit-audio: %s holds a run with another config; starting afresh", out)
+        return fresh
+    tensors = load_file(out / "resume.safetensors")
+
+    def part(prefix: str) -> dict:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    encoder.load_state_dict(part("lora."), strict=False)
+    head.load_state_dict(part("head."))
+    optim.load_state_dict(torch.load(out / "resume.optim.pt", weights_only=True))
+    log.info(
+        "fit-audio: resumed after epoch %d (best val UAR %.3f)", info["epoch"], info["best"][0]
+    )
+    best_state = {"head": part("best.head."), "lora": part("best.lora.")}
+    return info | {"best": tuple(info["best"]), "best_state": best_state}
 
 
 def _lora(encoder) -> dict[str, torch.Tensor]:
@@ -271,4 +372,3 @@ def _cache_dir(config: AudioTeacherConfig, fingerprint: str, kind: str) -> Path 
         return None
     key = f"{fingerprint}|{config.window_seconds}|{config.hop_seconds}|{config.whisper_pad_30s}|{kind}"
     return Path(config.cache_dir).expanduser() / hashlib.sha1(key.encode()).hexdigest()[:16]
-

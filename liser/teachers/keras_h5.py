@@ -10,8 +10,10 @@ Tensors inside are NCHW; the module takes NHWC input like the Keras model.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 from pathlib import Path
 
 import h5py
@@ -76,6 +78,23 @@ class TFPad(nn.Module):
         return F.pad(x, (left, right, top, bottom), value=self.value)
 
 
+class SameMaxPool(nn.Module):
+    """MaxPooling2D; 'same' padding as TensorFlow (padded pixels never win)."""
+
+    def __init__(self, padding: str, kernel, stride):
+        super().__init__()
+        self.pad = TFPad(padding, kernel, stride, value=-math.inf)
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad.same:
+            top, _ = _same_padding(x.shape[2], self.kernel[0], self.stride[0])
+            left, _ = _same_padding(x.shape[3], self.kernel[1], self.stride[1])
+            if top == left == 0:  # padding only after: ceil mode gives the same windows, no copy
+                return F.max_pool2d(x, self.kernel, self.stride, ceil_mode=True)
+        return F.max_pool2d(self.pad(x), self.kernel, self.stride)
+
+
 class SameAvgPool(nn.Module):
     """AveragePooling2D with 'same' padding: the padded pixels do not count in the mean."""
 
@@ -102,11 +121,15 @@ class Lambda(nn.Module):
 def _conv(cfg: dict, in_channels: int, weights: dict, depthwise: bool) -> nn.Module:
     kernel, stride = _pair(cfg["kernel_size"]), _pair(cfg.get("strides", 1))
     dilation = _pair(cfg.get("dilation_rate", 1))
+    padding = cfg.get("padding", "valid")
+    # 'same' with stride 1 and odd kernels pads symmetrically: let the convolution do it
+    static = padding == "same" and stride == (1, 1) and all(k % 2 for k in kernel)
+    inner = tuple((k - 1) * d // 2 for k, d in zip(kernel, dilation, strict=True)) if static else 0
     if depthwise:
         mult = int(cfg.get("depth_multiplier", 1))
         out = in_channels * mult
         conv = nn.Conv2d(
-            in_channels, out, kernel, stride, dilation=dilation, groups=in_channels, bias=False
+            in_channels, out, kernel, stride, inner, dilation, groups=in_channels, bias=False
         )
         w = weights["depthwise_kernel"]  # (kh, kw, in, mult) -> (in*mult, 1, kh, kw)
         conv.weight.data = torch.from_numpy(
@@ -114,9 +137,9 @@ def _conv(cfg: dict, in_channels: int, weights: dict, depthwise: bool) -> nn.Mod
         )
     else:
         out = int(cfg["filters"])
-        conv = nn.Conv2d(in_channels, out, kernel, stride, dilation=dilation, bias=False)
+        conv = nn.Conv2d(in_channels, out, kernel, stride, inner, dilation, bias=False)
         conv.weight.data = torch.from_numpy(weights["kernel"].transpose(3, 2, 0, 1).copy())
-    layers = [TFPad(cfg.get("padding", "valid"), kernel, stride, dilation), conv]
+    layers = [TFPad("valid" if static else padding, kernel, stride, dilation), conv]
     if "pointwise_kernel" in weights:  # SeparableConv2D: depthwise then 1x1
         pointwise = weights["pointwise_kernel"]  # (1, 1, in*mult, out)
         out = pointwise.shape[3]
@@ -186,14 +209,15 @@ def _build_layer(kind: str, cfg: dict, channels: list[int], weights: dict) -> tu
         padding = cfg.get("padding", "valid")
         if kind == "AveragePooling2D":
             return SameAvgPool(padding, kernel, stride), c
-        pad = TFPad(padding, kernel, stride, value=-math.inf)
-        return nn.Sequential(pad, nn.MaxPool2d(kernel, stride)), c
+        return SameMaxPool(padding, kernel, stride), c
     if kind == "GlobalAveragePooling2D":
         return Lambda(lambda x: x.mean(dim=(2, 3))), c
     if kind == "GlobalMaxPooling2D":
         return Lambda(lambda x: x.amax(dim=(2, 3))), c
     if kind == "ZeroPadding2D":
-        (top, bottom), (left, right) = [_pair(p) for p in _pair_of_pairs(cfg.get("padding", 1))]
+        pad = cfg.get("padding", 1)
+        pad = [pad, pad] if isinstance(pad, int) else pad
+        (top, bottom), (left, right) = [_pair(p) for p in pad]
         return Lambda(lambda x: F.pad(x, (left, right, top, bottom))), c
     if kind in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "InputLayer"):
         return nn.Identity(), c
@@ -202,22 +226,16 @@ def _build_layer(kind: str, cfg: dict, channels: list[int], weights: dict) -> tu
     if kind == "Dense":
         return _dense(cfg, weights), int(cfg["units"])
     if kind == "Add":
-        return Lambda(lambda *xs: torch.stack(xs).sum(0)), c
+        return Lambda(lambda *xs: functools.reduce(operator.add, xs)), c
     if kind == "Multiply":
-        return Lambda(lambda *xs: torch.stack(xs).prod(0)), c
+        return Lambda(lambda *xs: functools.reduce(operator.mul, xs)), c
     if kind == "Average":
-        return Lambda(lambda *xs: torch.stack(xs).mean(0)), c
+        return Lambda(lambda *xs: functools.reduce(operator.add, xs) / len(xs)), c
     if kind == "Concatenate":
         if cfg.get("axis", -1) not in (-1, 3):
             raise KerasModelError("Concatenate is supported over the channel axis only")
         return Lambda(lambda *xs: torch.cat(xs, dim=1)), sum(channels)
     raise KerasModelError(f"unsupported Keras layer type '{kind}' (layer '{cfg.get('name')}')")
-
-
-def _pair_of_pairs(value):
-    if isinstance(value, int):
-        return [(value, value), (value, value)]
-    return [v if isinstance(v, (list, tuple)) else (v, v) for v in value]
 
 
 def _inbound(layer: dict) -> list[str]:
@@ -252,7 +270,8 @@ class KerasGraph(nn.Module):
     """A Keras Functional/Sequential model as torch. ``forward(x (N, H, W, C))`` -> (N, out).
 
     When the model ends in a softmax, the softmax is left out and ``forward`` returns logits
-    (``ends_in_softmax`` is then True).
+    (``ends_in_softmax`` is then True). BatchNorms that follow a convolution are folded into it,
+    and tensors are kept channels-last (faster pooling and depthwise convolutions on CPU).
     """
 
     def __init__(
@@ -267,7 +286,7 @@ class KerasGraph(nn.Module):
         values: dict[str, torch.Tensor] = {}
         for name, inputs in self.order:
             if not inputs:
-                values[name] = x.permute(0, 3, 1, 2) if x.dim() == 4 else x
+                values[name] = x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
                 continue
             values[name] = self.layers[name](*[values[i] for i in inputs])
         return values[self.output]
@@ -342,15 +361,47 @@ def _assemble(kind, body, layers, group) -> tuple[KerasGraph, tuple[int, ...]]:
         output = previous
     else:
         outputs = body.get("output_layers") or [[previous]]
+        outputs = [outputs] if isinstance(outputs[0], str) else outputs  # Keras 3: one flat list
         if len(outputs) != 1:
             raise KerasModelError("models with several outputs are not supported")
         output = outputs[0][0] if isinstance(outputs[0], list) else outputs[0]
     if input_shape is None or len(input_shape) != 4:
         raise KerasModelError(f"expected an image input (N, H, W, C), got {input_shape}")
     ends_in_softmax = _strip_softmax(modules, output)
-    model = KerasGraph(modules, order, output)
+    _fold_batch_norms(modules, order)
+    model = KerasGraph(modules, order, output).to(memory_format=torch.channels_last)
     model.ends_in_softmax = ends_in_softmax
     return model.eval(), tuple(int(v) for v in input_shape[1:])
+
+
+@torch.no_grad()
+def _fold_batch_norms(modules: dict[str, nn.Module], order: list[tuple[str, list[str]]]) -> None:
+    """Fold each BatchNormalization that is the only consumer of a linear conv into that conv:
+    w' = w * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta."""
+    consumers: dict[str, int] = {}
+    for _, inputs in order:
+        for i in inputs:
+            consumers[i] = consumers.get(i, 0) + 1
+    for name, inputs in order:
+        bn = modules.get(name)
+        if not isinstance(bn, nn.BatchNorm2d) or len(inputs) != 1 or consumers[inputs[0]] != 1:
+            continue
+        conv_block = modules.get(inputs[0])
+        if not isinstance(conv_block, nn.Sequential) or not isinstance(conv_block[-1], nn.Identity):
+            continue
+        convs = [i for i, m in enumerate(conv_block) if isinstance(m, nn.Conv2d)]
+        if not convs:
+            continue
+        conv = conv_block[convs[-1]]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = torch.zeros_like(scale)
+        for i, m in enumerate(conv_block):
+            if isinstance(m, _Bias):
+                bias = m.bias.detach().clone()
+                conv_block[i] = nn.Identity()
+        conv.weight.mul_(scale.view(-1, 1, 1, 1))
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+        modules[name] = nn.Identity()
 
 
 def _strip_softmax(modules: dict[str, nn.Module], output: str) -> bool:

@@ -1,0 +1,388 @@
+"""Grids of training runs over folds and seeds -> one results table (Markdown, CSV, JSON) and plots.
+
+An experiment (``ExperimentConfig``) is a base ``TrainConfig`` and table rows: the explicit
+``rows`` (each a dict of dotted keys, e.g. ``data.label_fraction: 0.5``, plus an optional ``name``)
+crossed with the full product of ``grid`` (dotted key -> values). Every row runs on every fold and
+seed; each such cell is one ``train()`` run in ``output_dir/runs/<row>/fold-K-seed-S``, the row's
+folder named after its settings.
+
+Resumable: a cell whose ``metrics.json`` exists is read back (after checking that its config is
+the one asked for), never run again; an interrupted one continues through ``train``'s own resume.
+A row that sets ``teacher.kind`` gets, per fold and seed, a teacher made from that fold's labeled
+clips and a store of its soft labels (``experiment_teacher.py``, in ``output_dir/teachers``),
+appended to its ``distill.stores``. A failing cell is reported and the others still run.
+
+Results (rewritten after every cell): ``results.md``, ``results.csv`` (one line per row: UAR, WAR
+and macro-F1 mean ± sample std over folds x seeds, in percent, the paper's UAR where it reports the
+same setting), ``runs.csv`` (one line per run), ``results.json`` (everything, fractions in [0, 1],
+seeds and library versions), ``uar.png`` and ``uar_folds.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import platform
+import re
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from .config import ExperimentConfig, ExperimentTeacherConfig, TrainConfig, replace, save_config, to_dict
+from .constants import PAPER_UAR
+
+ROW_KEYS = ("name", "paper")  # row entries that are not settings
+DICT_KEYS = ("teacher.student",)  # settings whose value is itself a mapping
+PAPER_SETTING = {
+    "supervised": "supervised, 100 % labels",
+    "distilled": "LiSER: 100 % labels + MSP-Face distillation, HuBERT + S2D teachers, MAE, confidence, joint",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the results table: its settings applied to the base config."""
+
+    name: str
+    slug: str  # folder name
+    settings: dict  # dotted key -> value ("teacher.*" keys set the teacher section)
+    teacher: ExperimentTeacherConfig
+    paper: str | None  # key into PAPER_UAR's second element, or None
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    """Nested mappings to dotted keys (``{"data": {"fold": 1}}`` -> ``{"data.fold": 1}``)."""
+    flat = {}
+    for key, value in data.items():
+        key = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in DICT_KEYS:
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _slug(settings: dict) -> str:
+    """A folder name from settings: ``label_fraction-0.5_kind-student`` (the last part of each
+    key, the whole key where two share it); long names end with a hash instead."""
+    if not settings:
+        return "base"
+    last = [k.rsplit(".", 1)[-1] for k in settings]
+    parts = []
+    for key, short in zip(settings, last, strict=True):
+        value = settings[key]
+        if isinstance(value, (list, tuple)):
+            value = "+".join(map(str, value)) or "none"
+        elif isinstance(value, dict):
+            value = hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:6]
+        parts.append(f"{key if last.count(short) > 1 else short}-{value}")
+    slug = re.sub(r"[^A-Za-z0-9.+=-]+", "_", "_".join(parts)).strip("_") or "base"
+    if len(slug) > 80:
+        slug = slug[:60] + "-" + hashlib.sha1(slug.encode()).hexdigest()[:8]
+    return slug
+
+
+def _label(value) -> str:
+    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def expand_rows(config: ExperimentConfig) -> list[Row]:
+    """The table's rows: each of ``config.rows`` (or one empty row) x the product of ``grid``."""
+    grid = _flatten(dict(config.grid))
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"grid.{key} must be a non-empty list of values, got {values!r}")
+    combos = [dict(zip(grid, c, strict=True)) for c in itertools.product(*grid.values())]
+    rows, slugs = [], set()
+    for explicit in config.rows or ({},):
+        explicit = _flatten(dict(explicit))
+        for combo in combos:
+            settings = {k: v for k, v in explicit.items() if k not in ROW_KEYS} | combo
+            try:  # unknown keys fail here, before any run
+                teacher = _teacher(config.teacher, settings)
+                apply_settings(config.base, settings)
+            except ValueError as error:
+                where = explicit.get("name") or json.dumps(settings, default=str)
+                raise type(error)(f"row '{where}': {error}") from error
+            grid_label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in combo.items())
+            name = ", ".join(filter(None, [str(explicit.get("name", "")), grid_label])) or "base"
+            slug = _slug(settings)
+            if slug in slugs:
+                raise ValueError(f"two rows have the same settings ({slug}); give them different settings")
+            slugs.add(slug)
+            if "paper" in explicit:  # "" = no paper number for this row
+                paper = explicit["paper"] or None
+            else:
+                paper = paper_setting(apply_settings(config.base, settings), bool(teacher.kind))
+            rows.append(Row(name, slug, settings, teacher, paper))
+    return rows
+
+
+def _teacher(base: ExperimentTeacherConfig, settings: dict) -> ExperimentTeacherConfig:
+    changes = {k.removeprefix("teacher."): v for k, v in settings.items() if k.startswith("teacher.")}
+    try:
+        return replace(base, **changes)
+    except KeyError as error:
+        raise ValueError(f"unknown setting teacher.{error.args[0]} in a row or the grid") from error
+
+
+def apply_settings(base: TrainConfig, settings: dict, **more) -> TrainConfig:
+    """``base`` with a row's settings (not its ``teacher.*`` ones) and ``more`` applied."""
+    changes = {k: v for k, v in settings.items() if not k.startswith("teacher.")} | more
+    try:
+        return replace(base, **changes)
+    except KeyError as error:
+        raise ValueError(f"unknown setting '{error.args[0]}' in a row or the grid") from error
+
+
+def paper_setting(config: TrainConfig, has_teacher: bool) -> str | None:
+    """"supervised" or "distilled" where a run's settings are those of the paper's number, else None:
+    all labels, and either no distillation or MAE with confidence weights, joint, both teachers."""
+    if config.data.label_fraction != 1.0:
+        return None
+    if not (config.distill.stores or has_teacher):
+        return "supervised"
+    d = config.distill
+    if (d.loss, d.weighting, d.schedule, d.teachers) == ("mae", "confidence", "joint", "both"):
+        return "distilled"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
+    """Run (or resume) every cell of the experiment and write its tables and plots; return the
+    results (``results.json``'s content: ``rows``, ``runs``, ``failed``, ``ran``, ``reused``, ...)."""
+    from .experiment_teacher import PREPARED, check_teacher, prepare_teacher, teacher_identity
+    from .manifest import read_manifest
+    from .train import check_same_run, train
+
+    started, clock = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
+    out = Path(config.output_dir).expanduser()
+    rows = expand_rows(config)
+    for row in rows:
+        if row.teacher.kind:
+            check_teacher(row.teacher)
+    if not config.base.data.manifest:
+        raise ValueError("base.data.manifest is empty: give the labeled manifest of the experiment")
+    df = read_manifest(config.base.data.manifest)
+    corpus = config.corpus or _corpus(df)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "experiment.yaml")
+    console = Console(stderr=True, quiet=not progress)
+    cells = [(r, f, s) for r in rows for f in config.folds for s in config.seeds]
+    runs, failed, teacher_failed, durations = [], [], {}, []
+    for i, (row, fold, seed) in enumerate(cells, 1):
+        run_dir = out / "runs" / row.slug / f"fold-{fold}-seed-{seed}"
+        cell = apply_settings(config.base, row.settings, **{"data.fold": fold, "seed": seed})
+        prep = None
+        if row.teacher.kind:
+            ident = json.dumps(teacher_identity(row.teacher, cell), sort_keys=True, default=str)
+            key = hashlib.sha1(ident.encode()).hexdigest()[:10]
+            prep = out / "teachers" / f"{row.teacher.kind}-{key}" / f"fold-{fold}-seed-{seed}"
+            stores = [*cell.distill.stores, str((prep / "store").absolute())]
+            cell = replace(cell, **{"distill.stores": stores})
+        cell = replace(cell, output_dir=str(run_dir), name=f"{config.name}/{row.slug}/fold-{fold}-seed-{seed}")
+        finished = (run_dir / "metrics.json").is_file()
+        where = f"[{i}/{len(cells)}] {row.name} · fold {fold} · seed {seed}"
+        tick = time.perf_counter()
+        try:
+            if finished:
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                check_same_run(metrics["config"], cell, run_dir)
+            else:
+                console.rule(where + _eta(durations, cells[i - 1 :], out))
+                if prep is not None:
+                    if prep in teacher_failed:
+                        raise RuntimeError(f"its teacher failed: {teacher_failed[prep]}")
+                    try:
+                        prepare_teacher(row.teacher, cell, df, prep, progress)
+                    except Exception as error:
+                        teacher_failed[prep] = f"{type(error).__name__}: {error}"
+                        raise
+                metrics = train(cell, progress=progress)
+                durations.append(time.perf_counter() - tick)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # noqa: BLE001 - one failing cell must not stop the grid
+            message = f"{type(error).__name__}: {error}"
+            console.print(f"[red]failed[/] {where}: {message}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+            failed.append({"row": row.name, "fold": fold, "seed": seed, "error": message})
+            continue
+        info = json.loads((prep / PREPARED).read_text()) if prep and (prep / PREPARED).is_file() else {}
+        runs.append(_run_record(row, fold, seed, metrics, info, ran=not finished, run_dir=run_dir))
+        if not finished:
+            test = metrics["test"]
+            console.print(f"{where}: UAR {100 * test['uar']:.2f} %  WAR {100 * test['war']:.2f} %")
+        results = summarize(config, rows, runs, failed, corpus, started, time.perf_counter() - clock)
+        write_results(out, results, config.plots)
+    results = summarize(config, rows, runs, failed, corpus, started, time.perf_counter() - clock)
+    write_results(out, results, config.plots)
+    return results
+
+
+def _corpus(df) -> str:
+    corpora = set(df["corpus"].dropna().tolist())
+    return next(iter(corpora)) if len(corpora) == 1 else ""
+
+
+def _eta(durations: list[float], todo: list, out: Path) -> str:
+    left = sum(not (out / "runs" / r.slug / f"fold-{f}-seed-{s}" / "metrics.json").is_file() for r, f, s in todo)
+    if not durations:
+        return f" ({left} runs to go)"
+    return f" ({left} runs to go, about {np.mean(durations) * left / 60:.0f} min)"
+
+
+def _run_record(row: Row, fold: int, seed: int, metrics: dict, info: dict, ran: bool, run_dir: Path) -> dict:
+    test = metrics["test"]
+    return {"row": row.name, "slug": row.slug, "fold": fold, "seed": seed, "uar": test["uar"],
+            "war": test["war"], "macro_f1": test["macro_f1"], "best_epoch": metrics.get("best_epoch"),
+            "epochs": metrics.get("epochs"), "train_seconds": metrics.get("train_seconds"),
+            "teacher_uar": info.get("teacher_uar"), "pseudo_uar": info.get("pseudo_uar"),
+            "teacher_seconds": info.get("seconds"), "ran": ran, "run_dir": str(run_dir)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def _stats(values) -> dict | None:
+    values = np.array([v for v in values if v is not None], dtype=np.float64)
+    if values.size == 0:
+        return None
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+
+
+def summarize(config: ExperimentConfig, rows: list[Row], runs: list[dict], failed: list[dict],
+              corpus: str, started: str, seconds: float) -> dict:  # fmt: skip
+    """Per row: number of runs and mean ± sample std (ddof 1) over folds x seeds of the test
+    scores, the teachers' scores, and the paper's UAR (in [0, 1]) where it has the same setting."""
+    from .checkpoint import library_versions
+
+    table = []
+    for row in rows:
+        mine = [r for r in runs if r["slug"] == row.slug]
+        paper = PAPER_UAR.get((corpus, row.paper)) if row.paper else None
+        table.append({
+            "name": row.name, "slug": row.slug, "settings": row.settings, "n_runs": len(mine),
+            **{k: _stats(r[k] for r in mine) for k in ("uar", "war", "macro_f1", "teacher_uar", "pseudo_uar")},
+            "paper_uar": None if paper is None else paper / 100, "paper_setting": row.paper,
+            "train_minutes": round(sum(r["train_seconds"] or 0 for r in mine) / 60, 2),
+            "teacher_minutes": round(sum(r["teacher_seconds"] or 0 for r in mine) / 60, 2),
+        })  # fmt: skip
+    versions = library_versions()
+    for module in ("pandas", "pyarrow", "matplotlib", "transformers"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return {"name": config.name, "corpus": corpus, "folds": list(config.folds), "seeds": list(config.seeds),
+            "rows": table, "runs": runs, "failed": failed, "ran": sum(r["ran"] for r in runs),
+            "reused": sum(not r["ran"] for r in runs), "started": started, "seconds": round(seconds, 1),
+            "versions": versions, "machine": platform.platform(), "config": to_dict(config)}  # fmt: skip
+
+
+def _pct(stats: dict | None) -> str:
+    return "" if stats is None else f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
+
+
+def results_markdown(results: dict) -> str:
+    """The results as a Markdown table (percent), a per-fold UAR table and notes."""
+    corpus = results["corpus"] or "?"
+    lines = [f"# {results['name']}: {corpus}, folds {', '.join(map(str, results['folds']))}, "
+             f"seeds {', '.join(map(str, results['seeds']))}", "",
+             "| row | runs | UAR % | WAR % | macro-F1 % | paper UAR % | teacher UAR % | soft-label UAR % | train min |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results["rows"]:
+        paper = "" if r["paper_uar"] is None else f"{100 * r['paper_uar']:.2f}"
+        lines.append(f"| {r['name']} | {r['n_runs']} | {_pct(r['uar'])} | {_pct(r['war'])} | "
+                     f"{_pct(r['macro_f1'])} | {paper} | {_pct(r['teacher_uar'])} | "
+                     f"{_pct(r['pseudo_uar'])} | {r['train_minutes']:.1f} |")  # fmt: skip
+    folds = results["folds"]
+    lines += ["", "Test UAR % per fold (mean over seeds):", "",
+              "| row | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---" * (len(folds) + 1) + "|"]  # fmt: skip
+    for r in results["rows"]:
+        cells = []
+        for f in folds:
+            values = [x["uar"] for x in results["runs"] if x["slug"] == r["slug"] and x["fold"] == f]
+            cells.append(f"{100 * np.mean(values):.2f}" if values else "")
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean ± sample standard deviation over folds x seeds of the test-fold scores. "
+              "Teacher UAR: the per-fold teacher on the test fold; soft-label UAR: its soft labels "
+              "(windows averaged per clip) against the labels hidden from training.", "", "Rows:"]  # fmt: skip
+    for r in results["rows"]:
+        settings = ", ".join(f"`{k}={_label(v)}`" for k, v in r["settings"].items()) or "the base config"
+        lines.append(f"- {r['name']}: {settings}")
+    used = sorted({r["paper_setting"] for r in results["rows"] if r["paper_uar"] is not None})
+    for key in used:
+        lines.append(f"- paper ({key}): {PAPER_SETTING[key]} (LiSER, arXiv 2507.00055)")
+    if results["failed"]:
+        lines += ["", f"Failed runs ({len(results['failed'])}):"]
+        lines += [f"- {f['row']} fold {f['fold']} seed {f['seed']}: {f['error']}" for f in results["failed"]]
+    return "\n".join(lines) + "\n"
+
+
+def results_csv(results: dict, per_run: bool = False) -> str:
+    """One line per row (scores in percent), or per run with ``per_run``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if per_run:
+        keys = ["row", "slug", "fold", "seed", "uar", "war", "macro_f1", "best_epoch", "epochs",
+                "train_seconds", "teacher_uar", "pseudo_uar", "ran", "run_dir"]  # fmt: skip
+        writer.writerow(keys)
+        writer.writerows([[r[k] for k in keys] for r in results["runs"]])
+        return buffer.getvalue()
+    metrics = ("uar", "war", "macro_f1", "teacher_uar", "pseudo_uar")
+    writer.writerow(["row", "slug", "runs", *(f"{m}_{s}_pct" for m in metrics for s in ("mean", "std")),
+                     "paper_uar_pct", "train_minutes", "settings"])  # fmt: skip
+    for r in results["rows"]:
+        cells = []
+        for m in metrics:
+            cells += ["", ""] if r[m] is None else [round(100 * r[m]["mean"], 4), round(100 * r[m]["std"], 4)]
+        paper = "" if r["paper_uar"] is None else round(100 * r["paper_uar"], 2)
+        writer.writerow([r["name"], r["slug"], r["n_runs"], *cells, paper, r["train_minutes"],
+                         json.dumps(r["settings"], default=str)])  # fmt: skip
+    return buffer.getvalue()
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+    tmp.replace(path)
+
+
+def write_results(out: Path, results: dict, plots: bool = True) -> None:
+    """results.md / .csv / .json, runs.csv and (``plots``) uar.png, uar_folds.png, atomically."""
+    _write(out / "results.json", json.dumps(results, indent=1, default=str))
+    _write(out / "results.csv", results_csv(results))
+    _write(out / "runs.csv", results_csv(results, per_run=True))
+    _write(out / "results.md", results_markdown(results))
+    if plots and results["runs"]:
+        from .plots import fold_uar_png, row_uar_png
+
+        _write(out / "uar.png", row_uar_png(results["rows"], results["name"]))
+        _write(out / "uar_folds.png", fold_uar_png(results["rows"], results["runs"], results["folds"], results["name"]))
+
+
+def results_table(results: dict):
+    """A rich Table of the results rows (for the terminal)."""
+    from rich.table import Table
+
+    table = Table(title=f"{results['name']} ({results['ran']} runs made, {results['reused']} reused)")
+    for column in ("row", "runs", "UAR %", "WAR %", "paper UAR %", "teacher UAR %"):
+        table.add_column(column, justify="left" if column == "row" else "right")
+    for r in results["rows"]:
+        paper = "" if r["paper_uar"] is None else f"{100 * r['paper_uar']:.2f}"
+        table.add_row(r["name"], str(r["n_runs"]), _pct(r["uar"]), _pct(r["war"]), paper, _pct(r["teacher_uar"]))
+    return table

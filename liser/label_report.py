@@ -1,0 +1,157 @@
+"""Progress bar and end-of-run summary of a labeling job."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import store as st
+from .audio import window_starts
+from .config import LabelConfig
+from .label_clips import Clip
+from .video_io import VideoError, probe
+
+if TYPE_CHECKING:
+    from .label import LabelJob
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(
+            f"{speed:.1f} windows/s" if speed else "- windows/s", style="progress.data.speed"
+        )
+
+
+class WindowsBar:
+    """Progress over the estimated number of windows (from headers: no decoding)."""
+
+    def __init__(self, clips: list[Clip], config: LabelConfig, console: Console):
+        self.progress = Progress(
+            TextColumn("[bold]label[/]"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} windows"),
+            TextColumn("{task.fields[files]}/{task.fields[n_files]} files"),
+            _Rate(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.total = sum(_expected_windows(c, config) for c in clips)
+        self.task = self.progress.add_task("label", total=self.total, files=0, n_files=len(clips))
+        self.done = 0
+
+    def __enter__(self) -> WindowsBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.update(self.task, total=self.done)
+        self.progress.stop()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.done > self.total:
+            self.total = self.done
+            self.progress.update(self.task, total=self.total)
+        self.progress.advance(self.task, n)
+
+    def file_done(self) -> None:
+        files = self.progress.tasks[0].fields["files"] + 1
+        self.progress.update(self.task, files=files)
+
+
+class NoBar:
+    def advance(self, n: int) -> None:
+        pass
+
+    def file_done(self) -> None:
+        pass
+
+
+def _expected_windows(clip: Clip, config: LabelConfig) -> int:
+    try:
+        duration = (clip.end or probe(clip.path).duration) - clip.start
+    except VideoError:
+        return 0
+    sr = config.frontend.sample_rate
+    return len(
+        window_starts(
+            round(duration * sr),
+            config.frontend.window_samples,
+            round(config.hop_seconds * sr),
+            round(config.min_seconds * sr),
+        )
+    )
+
+
+def summarize(job: LabelJob) -> dict:
+    """Summary of the whole store (and of this run), written to store.json and printed."""
+    import pyarrow.compute as pc
+
+    shards = st.shard_paths(job.store_dir)
+    columns = ["clip", "start", "end", "video_probs", "face_coverage", "audio_probs"]
+    table = st.SCHEMA.empty_table().select(columns)
+    if shards:
+        table = job_dataset(job.store_dir).to_table(columns=columns)
+    per_clip = table.group_by("clip").aggregate([("start", "min"), ("end", "max")])
+    seconds = pc.sum(pc.subtract(per_clip["end_max"], per_clip["start_min"])).as_py() or 0.0
+    with_video = table.num_rows - table["face_coverage"].null_count
+    with_face = table.num_rows - table["video_probs"].null_count
+    reasons: dict[str, int] = {}
+    for record in job.header["skipped"].values():
+        reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
+    elapsed = time.perf_counter() - job.started
+    summary = {
+        "files": per_clip.num_rows,
+        "windows": table.num_rows,
+        "hours": round(seconds / 3600, 4),
+        "windows_with_audio_labels": table.num_rows - table["audio_probs"].null_count,
+        "windows_with_video": with_video,
+        "windows_with_face": with_face,
+        "face_share": round(with_face / with_video, 4) if with_video else None,
+        "skipped_files": len(job.header["skipped"]),
+        "skipped_reasons": reasons,
+        "this_run": {
+            "files": job.files,
+            "windows": job.windows,
+            "seconds": round(elapsed, 2),
+            "windows_per_second": round(job.windows / elapsed, 2) if elapsed > 0 else None,
+        },
+    }
+    job.header["summary"] = summary
+    st.write_header(job.store_dir, job.header)
+    if job.show_progress:
+        _print_summary(job, summary)
+    return summary
+
+
+def job_dataset(store_dir: Path):
+    import pyarrow.dataset as ds
+
+    return ds.dataset(Path(store_dir) / st.SHARDS, format="parquet", schema=st.SCHEMA)
+
+
+def _print_summary(job: LabelJob, summary: dict) -> None:
+    table = Table(title=f"store {job.store_dir}", show_header=False)
+    face = summary["face_share"]
+    run = summary["this_run"]
+    rows = [
+        ("files", f"{summary['files']} ({run['files']} this run)"),
+        ("windows", f"{summary['windows']} ({run['windows']} this run, "
+         f"{run['windows_per_second'] or 0:.1f} windows/s)"),
+        ("hours", f"{summary['hours']:.3f}"),
+        ("windows with a face", "no video" if face is None
+         else f"{summary['windows_with_face']} of {summary['windows_with_video']} ({face:.1%})"),
+        ("skipped files", str(summary["skipped_files"])),
+    ]  # fmt: skip
+    for reason, count in sorted(summary["skipped_reasons"].items(), key=lambda x: -x[1])[:10]:
+        rows.append((f"  {count} x", reason))
+    for key, value in rows:
+        table.add_row(key, value)
+    job.console.print(table)
