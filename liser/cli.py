@@ -351,7 +351,8 @@ def experiment_command(
     from rich.console import Console
 
     from .config import ExperimentConfig, load_config
-    from .experiment import results_table, run_experiment
+    from .experiment import run_experiment
+    from .experiment_results import results_table
 
     try:
         results = run_experiment(load_config(ExperimentConfig, config, overrides), not quiet)

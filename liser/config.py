@@ -84,7 +84,9 @@ class StudentConfig:
 class DataConfig:
     manifest: str = ""  # labeled manifest (.parquet, .csv or .jsonl)
     classes: tuple[str, ...] = ()  # target classes in order; () = the corpus's own list
-    folds: str = "auto"  # "auto" | "ravdess" (EmoBox 6 folds) | "speaker" (k speaker folds) | "column"
+    folds: str = (
+        "auto"  # "auto" | "ravdess" (EmoBox 6 folds) | "speaker" (k speaker folds) | "column"
+    )
     n_folds: int = 6  # for folds="speaker"
     fold: int = 1  # 1-based test fold
     val_fraction: float = 0.15  # share of training *speakers* held out for validation
@@ -164,7 +166,9 @@ class ExperimentConfig:
     grid: dict[str, list] = field(default_factory=dict)  # dotted key -> values, full product
     folds: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     seeds: tuple[int, ...] = (0,)
-    corpus: str = ""  # "ravdess" | "cremad": shows the paper's numbers beside ours; "" = the manifest's
+    corpus: str = (
+        ""  # "ravdess" | "cremad": shows the paper's numbers beside ours; "" = the manifest's
+    )
     # Explicit table rows, each crossed with the grid: dotted keys -> value, plus "name" (its label
     # in the table) and "paper" ("supervised" | "distilled" | "": the paper's number shown beside it;
     # by default found from the settings). Keys "teacher.*" set the teacher section below.
@@ -187,7 +191,9 @@ class AudioTeacherConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    lora_top_layers: int = 0  # LoRA only in the top k layers (0 = all); lower layers' outputs cached
+    lora_top_layers: int = (
+        0  # LoRA only in the top k layers (0 = all); lower layers' outputs cached
+    )
     freeze_encoder: bool = False  # True: no LoRA, train the head on frozen features only
     whisper_pad_30s: bool = False  # Whisper: pad each window to 30 s as in the original model
     window_seconds: float = 3.0  # teacher input windows (the student's window)
@@ -348,7 +354,10 @@ def load_config(cls: type, path: str | Path | None = None, overrides=()) -> Any:
     data: dict = {}
     if path is not None:
         text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        try:  # safe_load: tags that build Python objects are errors, never run
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not a valid YAML config ({error})") from error
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must be a YAML mapping")
     apply_overrides(data, list(overrides))

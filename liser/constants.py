@@ -60,7 +60,7 @@ RAVDESS_FOLDS = (
     (6, 13, 17, 22),
 )
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".m4a", ".aac")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".flv", ".m4v")
 
 # Results of the LiSER paper (UAR %), shown beside ours in experiment tables.

@@ -20,9 +20,7 @@ seeds and library versions), ``uar.png`` and ``uar_folds.png``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import itertools
 import json
 import platform
@@ -35,15 +33,19 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from .config import ExperimentConfig, ExperimentTeacherConfig, TrainConfig, replace, save_config, to_dict
+from .config import (
+    ExperimentConfig,
+    ExperimentTeacherConfig,
+    TrainConfig,
+    replace,
+    save_config,
+    to_dict,
+)
 from .constants import PAPER_UAR
+from .experiment_results import value_label, write_results
 
 ROW_KEYS = ("name", "paper")  # row entries that are not settings
 DICT_KEYS = ("teacher.student",)  # settings whose value is itself a mapping
-PAPER_SETTING = {
-    "supervised": "supervised, 100 % labels",
-    "distilled": "LiSER: 100 % labels + MSP-Face distillation, HuBERT + S2D teachers, MAE, confidence, joint",
-}
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def _slug(settings: dict) -> str:
         value = settings[key]
         if isinstance(value, (list, tuple)):
             value = "+".join(map(str, value)) or "none"
+        elif isinstance(value, str) and "/" in value:  # a path: its last part
+            value = Path(value.rstrip("/")).name
         elif isinstance(value, dict):
             value = hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:6]
         parts.append(f"{key if last.count(short) > 1 else short}-{value}")
@@ -87,10 +91,6 @@ def _slug(settings: dict) -> str:
     if len(slug) > 80:
         slug = slug[:60] + "-" + hashlib.sha1(slug.encode()).hexdigest()[:8]
     return slug
-
-
-def _label(value) -> str:
-    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def expand_rows(config: ExperimentConfig) -> list[Row]:
@@ -111,11 +111,15 @@ def expand_rows(config: ExperimentConfig) -> list[Row]:
             except ValueError as error:
                 where = explicit.get("name") or json.dumps(settings, default=str)
                 raise type(error)(f"row '{where}': {error}") from error
-            grid_label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in combo.items())
+            grid_label = ", ".join(
+                f"{k.rsplit('.', 1)[-1]}={value_label(v)}" for k, v in combo.items()
+            )
             name = ", ".join(filter(None, [str(explicit.get("name", "")), grid_label])) or "base"
             slug = _slug(settings)
             if slug in slugs:
-                raise ValueError(f"two rows have the same settings ({slug}); give them different settings")
+                raise ValueError(
+                    f"two rows have the same settings ({slug}); give them different settings"
+                )
             slugs.add(slug)
             if "paper" in explicit:  # "" = no paper number for this row
                 paper = explicit["paper"] or None
@@ -126,7 +130,9 @@ def expand_rows(config: ExperimentConfig) -> list[Row]:
 
 
 def _teacher(base: ExperimentTeacherConfig, settings: dict) -> ExperimentTeacherConfig:
-    changes = {k.removeprefix("teacher."): v for k, v in settings.items() if k.startswith("teacher.")}
+    changes = {
+        k.removeprefix("teacher."): v for k, v in settings.items() if k.startswith("teacher.")
+    }
     try:
         return replace(base, **changes)
     except KeyError as error:
@@ -143,7 +149,7 @@ def apply_settings(base: TrainConfig, settings: dict, **more) -> TrainConfig:
 
 
 def paper_setting(config: TrainConfig, has_teacher: bool) -> str | None:
-    """"supervised" or "distilled" where a run's settings are those of the paper's number, else None:
+    """ "supervised" or "distilled" where a run's settings are those of the paper's number, else None:
     all labels, and either no distillation or MAE with confidence weights, joint, both teachers."""
     if config.data.label_fraction != 1.0:
         return None
@@ -179,7 +185,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "experiment.yaml")
     console = Console(stderr=True, quiet=not progress)
-    cells = [(r, f, s) for r in rows for f in config.folds for s in config.seeds]
+    # fold by fold: every row's score on the first folds is there before the last fold starts
+    cells = [(r, f, s) for f in config.folds for s in config.seeds for r in rows]
     runs, failed, teacher_failed, durations = [], [], {}, []
     for i, (row, fold, seed) in enumerate(cells, 1):
         run_dir = out / "runs" / row.slug / f"fold-{fold}-seed-{seed}"
@@ -191,7 +198,9 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
             prep = out / "teachers" / f"{row.teacher.kind}-{key}" / f"fold-{fold}-seed-{seed}"
             stores = [*cell.distill.stores, str((prep / "store").absolute())]
             cell = replace(cell, **{"distill.stores": stores})
-        cell = replace(cell, output_dir=str(run_dir), name=f"{config.name}/{row.slug}/fold-{fold}-seed-{seed}")
+        cell = replace(
+            cell, output_dir=str(run_dir), name=f"{config.name}/{row.slug}/fold-{fold}-seed-{seed}"
+        )
         finished = (run_dir / "metrics.json").is_file()
         where = f"[{i}/{len(cells)}] {row.name} · fold {fold} · seed {seed}"
         tick = time.perf_counter()
@@ -220,12 +229,18 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
             (run_dir / "error.txt").write_text(traceback.format_exc())
             failed.append({"row": row.name, "fold": fold, "seed": seed, "error": message})
             continue
-        info = json.loads((prep / PREPARED).read_text()) if prep and (prep / PREPARED).is_file() else {}
+        info = (
+            json.loads((prep / PREPARED).read_text())
+            if prep and (prep / PREPARED).is_file()
+            else {}
+        )
         runs.append(_run_record(row, fold, seed, metrics, info, ran=not finished, run_dir=run_dir))
         if not finished:
             test = metrics["test"]
             console.print(f"{where}: UAR {100 * test['uar']:.2f} %  WAR {100 * test['war']:.2f} %")
-        results = summarize(config, rows, runs, failed, corpus, started, time.perf_counter() - clock)
+        results = summarize(
+            config, rows, runs, failed, corpus, started, time.perf_counter() - clock
+        )
         write_results(out, results, config.plots)
     results = summarize(config, rows, runs, failed, corpus, started, time.perf_counter() - clock)
     write_results(out, results, config.plots)
@@ -238,13 +253,18 @@ def _corpus(df) -> str:
 
 
 def _eta(durations: list[float], todo: list, out: Path) -> str:
-    left = sum(not (out / "runs" / r.slug / f"fold-{f}-seed-{s}" / "metrics.json").is_file() for r, f, s in todo)
+    left = sum(
+        not (out / "runs" / r.slug / f"fold-{f}-seed-{s}" / "metrics.json").is_file()
+        for r, f, s in todo
+    )
     if not durations:
         return f" ({left} runs to go)"
     return f" ({left} runs to go, about {np.mean(durations) * left / 60:.0f} min)"
 
 
-def _run_record(row: Row, fold: int, seed: int, metrics: dict, info: dict, ran: bool, run_dir: Path) -> dict:
+def _run_record(
+    row: Row, fold: int, seed: int, metrics: dict, info: dict, ran: bool, run_dir: Path
+) -> dict:
     test = metrics["test"]
     return {"row": row.name, "slug": row.slug, "fold": fold, "seed": seed, "uar": test["uar"],
             "war": test["war"], "macro_f1": test["macro_f1"], "best_epoch": metrics.get("best_epoch"),
@@ -261,7 +281,10 @@ def _stats(values) -> dict | None:
     values = np.array([v for v in values if v is not None], dtype=np.float64)
     if values.size == 0:
         return None
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+    }
 
 
 def summarize(config: ExperimentConfig, rows: list[Row], runs: list[dict], failed: list[dict],
@@ -291,98 +314,3 @@ def summarize(config: ExperimentConfig, rows: list[Row], runs: list[dict], faile
             "rows": table, "runs": runs, "failed": failed, "ran": sum(r["ran"] for r in runs),
             "reused": sum(not r["ran"] for r in runs), "started": started, "seconds": round(seconds, 1),
             "versions": versions, "machine": platform.platform(), "config": to_dict(config)}  # fmt: skip
-
-
-def _pct(stats: dict | None) -> str:
-    return "" if stats is None else f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
-
-
-def results_markdown(results: dict) -> str:
-    """The results as a Markdown table (percent), a per-fold UAR table and notes."""
-    corpus = results["corpus"] or "?"
-    lines = [f"# {results['name']}: {corpus}, folds {', '.join(map(str, results['folds']))}, "
-             f"seeds {', '.join(map(str, results['seeds']))}", "",
-             "| row | runs | UAR % | WAR % | macro-F1 % | paper UAR % | teacher UAR % | soft-label UAR % | train min |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in results["rows"]:
-        paper = "" if r["paper_uar"] is None else f"{100 * r['paper_uar']:.2f}"
-        lines.append(f"| {r['name']} | {r['n_runs']} | {_pct(r['uar'])} | {_pct(r['war'])} | "
-                     f"{_pct(r['macro_f1'])} | {paper} | {_pct(r['teacher_uar'])} | "
-                     f"{_pct(r['pseudo_uar'])} | {r['train_minutes']:.1f} |")  # fmt: skip
-    folds = results["folds"]
-    lines += ["", "Test UAR % per fold (mean over seeds):", "",
-              "| row | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---" * (len(folds) + 1) + "|"]  # fmt: skip
-    for r in results["rows"]:
-        cells = []
-        for f in folds:
-            values = [x["uar"] for x in results["runs"] if x["slug"] == r["slug"] and x["fold"] == f]
-            cells.append(f"{100 * np.mean(values):.2f}" if values else "")
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± sample standard deviation over folds x seeds of the test-fold scores. "
-              "Teacher UAR: the per-fold teacher on the test fold; soft-label UAR: its soft labels "
-              "(windows averaged per clip) against the labels hidden from training.", "", "Rows:"]  # fmt: skip
-    for r in results["rows"]:
-        settings = ", ".join(f"`{k}={_label(v)}`" for k, v in r["settings"].items()) or "the base config"
-        lines.append(f"- {r['name']}: {settings}")
-    used = sorted({r["paper_setting"] for r in results["rows"] if r["paper_uar"] is not None})
-    for key in used:
-        lines.append(f"- paper ({key}): {PAPER_SETTING[key]} (LiSER, arXiv 2507.00055)")
-    if results["failed"]:
-        lines += ["", f"Failed runs ({len(results['failed'])}):"]
-        lines += [f"- {f['row']} fold {f['fold']} seed {f['seed']}: {f['error']}" for f in results["failed"]]
-    return "\n".join(lines) + "\n"
-
-
-def results_csv(results: dict, per_run: bool = False) -> str:
-    """One line per row (scores in percent), or per run with ``per_run``."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if per_run:
-        keys = ["row", "slug", "fold", "seed", "uar", "war", "macro_f1", "best_epoch", "epochs",
-                "train_seconds", "teacher_uar", "pseudo_uar", "ran", "run_dir"]  # fmt: skip
-        writer.writerow(keys)
-        writer.writerows([[r[k] for k in keys] for r in results["runs"]])
-        return buffer.getvalue()
-    metrics = ("uar", "war", "macro_f1", "teacher_uar", "pseudo_uar")
-    writer.writerow(["row", "slug", "runs", *(f"{m}_{s}_pct" for m in metrics for s in ("mean", "std")),
-                     "paper_uar_pct", "train_minutes", "settings"])  # fmt: skip
-    for r in results["rows"]:
-        cells = []
-        for m in metrics:
-            cells += ["", ""] if r[m] is None else [round(100 * r[m]["mean"], 4), round(100 * r[m]["std"], 4)]
-        paper = "" if r["paper_uar"] is None else round(100 * r["paper_uar"], 2)
-        writer.writerow([r["name"], r["slug"], r["n_runs"], *cells, paper, r["train_minutes"],
-                         json.dumps(r["settings"], default=str)])  # fmt: skip
-    return buffer.getvalue()
-
-
-def _write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
-    tmp.replace(path)
-
-
-def write_results(out: Path, results: dict, plots: bool = True) -> None:
-    """results.md / .csv / .json, runs.csv and (``plots``) uar.png, uar_folds.png, atomically."""
-    _write(out / "results.json", json.dumps(results, indent=1, default=str))
-    _write(out / "results.csv", results_csv(results))
-    _write(out / "runs.csv", results_csv(results, per_run=True))
-    _write(out / "results.md", results_markdown(results))
-    if plots and results["runs"]:
-        from .plots import fold_uar_png, row_uar_png
-
-        _write(out / "uar.png", row_uar_png(results["rows"], results["name"]))
-        _write(out / "uar_folds.png", fold_uar_png(results["rows"], results["runs"], results["folds"], results["name"]))
-
-
-def results_table(results: dict):
-    """A rich Table of the results rows (for the terminal)."""
-    from rich.table import Table
-
-    table = Table(title=f"{results['name']} ({results['ran']} runs made, {results['reused']} reused)")
-    for column in ("row", "runs", "UAR %", "WAR %", "paper UAR %", "teacher UAR %"):
-        table.add_column(column, justify="left" if column == "row" else "right")
-    for r in results["rows"]:
-        paper = "" if r["paper_uar"] is None else f"{100 * r['paper_uar']:.2f}"
-        table.add_row(r["name"], str(r["n_runs"]), _pct(r["uar"]), _pct(r["war"]), paper, _pct(r["teacher_uar"]))
-    return table

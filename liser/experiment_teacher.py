@@ -49,9 +49,13 @@ def teacher_identity(teacher: ExperimentTeacherConfig, config: TrainConfig) -> d
 
 def check_teacher(teacher: ExperimentTeacherConfig) -> None:
     if teacher.kind not in KINDS:
-        raise ValueError(f"teacher.kind must be one of {', '.join(KINDS)} (or ''), got {teacher.kind!r}")
+        raise ValueError(
+            f"teacher.kind must be one of {', '.join(KINDS)} (or ''), got {teacher.kind!r}"
+        )
     if teacher.kind == "spec" and not teacher.spec:
-        raise ValueError("teacher.kind 'spec' needs teacher.spec (a teacher SPEC; {fold} is filled in)")
+        raise ValueError(
+            "teacher.kind 'spec' needs teacher.spec (a teacher SPEC; {fold} is filled in)"
+        )
     if teacher.kind == "student" and teacher.members < 1:
         raise ValueError(f"teacher.members must be at least 1, got {teacher.members}")
 

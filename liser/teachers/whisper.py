@@ -156,7 +156,7 @@ def is_hf_whisper_folder(folder: Path) -> bool:
 
 def _hf_whisper_encoder(folder: Path) -> tuple[WhisperEncoderDims, dict[str, torch.Tensor]]:
     """Encoder weights of a transformers Whisper checkpoint (safetensors or a safe torch.load)."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
     from transformers import WhisperConfig
 
     config = WhisperConfig.from_pretrained(folder)
@@ -169,17 +169,19 @@ def _hf_whisper_encoder(folder: Path) -> tuple[WhisperEncoderDims, dict[str, tor
         ffn_dim=config.encoder_ffn_dim,
     )
     files = sorted(folder.glob("*.safetensors"))
-    if files:
-        weights = {k: v for f in files for k, v in load_file(f).items()}
+    if files:  # read only the encoder's tensors
+        weights = {}
+        for file in files:
+            with safe_open(file, framework="pt") as f:
+                weights |= {k: f.get_tensor(k) for k in f.keys() if "encoder." in k}
     elif (folder / "pytorch_model.bin").is_file():
         weights = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
         raise FileNotFoundError(f"{folder}: no *.safetensors or pytorch_model.bin weights")
-    state = {}
+    state = {}  # WhisperModel keys "encoder.*", WhisperForConditionalGeneration "model.encoder.*"
     for key, value in weights.items():
-        for prefix in ("model.encoder.", "encoder.", ""):
-            if key.startswith(prefix) and (prefix or key.startswith(("conv1", "layers."))):
+        for prefix in ("model.encoder.", "encoder."):
+            if key.startswith(prefix):
                 state[key[len(prefix) :]] = value.float()
                 break
-    state = {k: v for k, v in state.items() if not k.startswith(("decoder", "proj_out"))}
     return dims, state
