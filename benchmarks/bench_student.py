@@ -6,7 +6,8 @@
 Latency is for one 3 s window, batch 1, eager PyTorch in inference mode, BatchNorm folded into
 the convolutions as ``liser.predict`` runs it: from precomputed log-Mel features, and from the
 raw waveform to probabilities (log-Mel included). Throughput: batches of 32 windows on 2 threads.
-On a shared machine the minimum is the most stable figure; the median is printed beside it.
+Wall-clock minimum and median, and the median process CPU time (what a call costs without other
+jobs on the machine: the figure to read when the machine is shared).
 """
 
 from __future__ import annotations
@@ -23,16 +24,21 @@ from liser.student import Student, count_macs, count_parameters, fuse_for_infere
 from liser.testing import tone
 
 
-def timings(fn, repeats: int, warmup: int = 10) -> list[float]:
-    """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
+def timings(fn, repeats: int, warmup: int = 10) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls.
+
+    CPU time counts only the time the process ran: on a machine shared with other jobs it is
+    what the call would take without them (for one thread), while wall time includes waiting.
+    """
     for _ in range(warmup):
         fn()
-    out = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        out.append(time.perf_counter() - start)
-    return out
+        cpu.append(time.process_time() - start_cpu)
+        wall.append(time.perf_counter() - start)
+    return wall, cpu
 
 
 def sync(device: torch.device) -> None:
@@ -78,14 +84,16 @@ def main() -> None:
 
             return timings(call, repeats)
 
-        def show(name: str, seconds: list[float], clips: int = 1) -> None:
-            low, mid = min(seconds), statistics.median(seconds)
+        def show(name: str, measured, clips: int = 1, threads: int = 1) -> None:
+            wall, cpu = measured
+            low, mid, busy = min(wall), statistics.median(wall), statistics.median(cpu)
             if clips == 1:
-                rtf = mid / frontend.window_seconds
-                print(f"{name:<44} min {low * 1e3:6.2f} ms  median {mid * 1e3:6.2f} ms  "
-                      f"(real-time factor {rtf:.4f})")  # fmt: skip
+                print(f"{name:<42} wall min {low * 1e3:5.2f} ms, median {mid * 1e3:6.2f} ms; "
+                      f"CPU median {busy * 1e3:5.2f} ms (real-time factor "
+                      f"{busy / frontend.window_seconds:.4f})")  # fmt: skip
             else:
-                print(f"{name:<44} {clips / mid:8.0f} clips/s (median), {clips / low:8.0f} best")
+                print(f"{name:<42} wall {clips / mid:6.0f} clips/s median, {clips / low:6.0f} "
+                      f"best; CPU {clips / busy * threads:6.0f} clips/s (CPU time / {threads})")  # fmt: skip
 
         print("\nlatency, 1 thread, batch 1 (one 3 s clip)")
         show(
@@ -103,8 +111,8 @@ def main() -> None:
         batch_features = features.repeat(32, 1, 1)
         repeats = max(5, args.repeats // 10)
         print("\nthroughput, 2 threads, batch 32")
-        show("student, features -> logits", run(lambda: fused(batch_features), 2, repeats), 32)
-        show("waveform -> probabilities", run(lambda: probs(batch_wave), 2, repeats), 32)
+        show("student, features -> logits", run(lambda: fused(batch_features), 2, repeats), 32, 2)
+        show("waveform -> probabilities", run(lambda: probs(batch_wave), 2, repeats), 32, 2)
 
 
 if __name__ == "__main__":

@@ -127,13 +127,14 @@ def save_checkpoint(directory: str | os.PathLike, model: Student, meta: dict) ->
             "(LogMel.global_stats())"
         )
     _check_classes(meta, model)
+    stale = ("weights", "weights_sha256")  # from a loaded checkpoint.json being saved again
     meta = {
-        **meta,
+        **{k: v for k, v in meta.items() if k not in stale},
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "student": to_dict(model.config),
         "frontend": frontend,
-        "versions": {**library_versions(), **meta.get("versions", {})},
+        "versions": {**meta.get("versions", {}), **library_versions()},
         "parameters": count_parameters(model),
         "macs": count_macs(model.config, model.frontend),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

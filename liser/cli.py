@@ -183,8 +183,9 @@ def teacher_fit_audio(
     config: Path | None = typer.Argument(None, help="YAML AudioTeacherConfig."),
     overrides: list[str] = typer.Option([], "--set", help="Config override key=value."),
     folds: str | None = typer.Option(
-        None, help="Comma-separated test folds (e.g. 1,2,3,4,5,6): one teacher per fold in "
-        "OUTPUT_DIR/foldK and summary.json [default: data.fold only]."  # fmt: skip
+        None,
+        help="Comma-separated test folds (e.g. 1,2,3,4,5,6): one teacher per fold in "
+        "OUTPUT_DIR/foldK and summary.json [default: data.fold only].",
     ),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -211,7 +212,9 @@ def teacher_calibrate(
     audio_teacher: str = typer.Option(..., help="Teacher SPEC (fitted folder, checkpoint, ...)."),
     manifest: Path = typer.Option(..., help="Labeled manifest."),
     output: Path = typer.Option(..., "-o", "--output", help="Report folder."),
-    fold: int | None = typer.Option(None, help="Test fold whose SPLIT is used [default: all clips]."),
+    fold: int | None = typer.Option(
+        None, help="Test fold whose SPLIT is used [default: all clips]."
+    ),
     split: str = typer.Option("val", help="train | val | test (with --fold)."),
     store: bool = typer.Option(True, help="Store the fitted temperature with the teacher."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto."),
@@ -259,6 +262,51 @@ def label_command(
         raise typer.Exit(2) from error
     if quiet:
         typer.echo(json.dumps(summary))
+
+
+@app.command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="YAML TrainConfig (see configs/)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Config override key=value, e.g. data.manifest=m.parquet optim.epochs=5."
+    ),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Train a student on one fold (supervised, or distilled with distill.stores); the best
+    checkpoint is tested. Run the same command again to resume an interrupted run."""
+    from .config import TrainConfig, load_config
+    from .train import train
+
+    try:
+        metrics = train(load_config(TrainConfig, config, overrides), progress=not quiet)
+    except (OSError, ValueError) as error:  # ConfigError, ManifestError, StoreError, resume clash
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    test = metrics["test"]
+    uar, war = 100 * test["uar"], 100 * test["war"]
+    typer.echo(f"test UAR {uar:.2f} %  WAR {war:.2f} %  {metrics['checkpoint']}")
+
+
+@app.command("cv")
+def cv_command(
+    config: Path = typer.Argument(..., help="YAML TrainConfig (see configs/)."),
+    overrides: list[str] = typer.Option([], "--set", help="Config override key=value."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Train and test on every fold (resumable: finished folds are not run again); writes
+    OUTPUT_DIR/cv.json and cv.md with mean ± std UAR and WAR."""
+    from rich.console import Console
+
+    from .config import TrainConfig, load_config
+    from .evaluate import summary_table
+    from .train import cv
+
+    try:
+        summary = cv(load_config(TrainConfig, config, overrides), progress=not quiet)
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    Console().print(summary_table(summary, title=summary["name"]))
 
 
 @app.command("evaluate")

@@ -12,10 +12,10 @@ A row that sets ``teacher.kind`` gets, per fold and seed, a teacher made from th
 clips and a store of its soft labels (``experiment_teacher.py``, in ``output_dir/teachers``),
 appended to its ``distill.stores``. A failing cell is reported and the others still run.
 
-Results (rewritten after every cell): ``results.md``, ``results.csv`` (one line per row: UAR, WAR
-and macro-F1 mean ± sample std over folds x seeds, in percent, the paper's UAR where it reports the
-same setting), ``runs.csv`` (one line per run), ``results.json`` (everything, fractions in [0, 1],
-seeds and library versions), ``uar.png`` and ``uar_folds.png``.
+Results (tables rewritten after every run, plots at the end): ``results.md``, ``results.csv`` (a
+line per row: UAR, WAR and macro-F1 mean ± sample std over folds x seeds, in percent, the paper's
+UAR where it reports the same setting), ``runs.csv`` (a line per run), ``results.json``
+(everything, fractions in [0, 1], seeds and library versions), ``uar.png`` and ``uar_folds.png``.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
         results = summarize(
             config, rows, runs, failed, corpus, started, time.perf_counter() - clock
         )
-        write_results(out, results, config.plots)
+        write_results(out, results, plots=False)  # tables after every run, plots at the end
     results = summarize(config, rows, runs, failed, corpus, started, time.perf_counter() - clock)
     write_results(out, results, config.plots)
     return results

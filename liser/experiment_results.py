@@ -54,7 +54,8 @@ def results_markdown(results: dict) -> str:
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", "Mean ± sample standard deviation over folds x seeds of the test-fold scores. "
               "Teacher UAR: the per-fold teacher on the test fold; soft-label UAR: its soft labels "
-              "(windows averaged per clip) against the labels hidden from training.", "", "Rows:"]  # fmt: skip
+              "(windows averaged per clip) against the true labels of the clips it labeled (with "
+              "`teacher.unlabeled: fold`, labels that no model saw).", "", "Rows:"]  # fmt: skip
     for r in results["rows"]:
         settings = (
             ", ".join(f"`{k}={value_label(v)}`" for k, v in r["settings"].items())

@@ -148,7 +148,7 @@ def label_clips_local(job: LabelJob) -> None:
 
     with job.progress_bar() as bar:
         for clip in job.todo:
-            n_windows, flushed = 0, False
+            n_windows = 0
             try:
                 for rows in clip_windows(clip, config, job.logmel, job.video):
                     pending.append(rows)
@@ -157,19 +157,18 @@ def label_clips_local(job: LabelJob) -> None:
                     waiting = sum(len(p["start"]) for p in pending)
                     if waiting >= config.batch_size:
                         run_pending()
+                        waiting = 0
                     if writer.rows + waiting >= config.shard_windows:
-                        flushed = True  # some rows of this clip may now be in a shard
                         job.flush(writer, before=run_pending)
             except (AudioError, VideoError) as error:
                 pending[:] = [p for p in pending if p["clip"][0] != clip.key]
-                writer.discard(clip.key)
-                job.skip(clip, str(error), written=flushed)
-                continue
-            if n_windows == 0:
-                job.skip(clip, job.no_window_reason(clip))
-                continue
-            writer.complete(clip.key)
-            job.done_clip(clip, n_windows)
+                job.skip(clip, str(error), written=writer.discard(clip.key))
+            else:
+                if n_windows:
+                    writer.complete(clip.key)
+                    job.done_clip(clip, n_windows)
+                else:
+                    job.skip(clip, job.no_window_reason(clip))
             bar.file_done()
         job.flush(writer, before=run_pending, last=True)
 

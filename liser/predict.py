@@ -322,6 +322,7 @@ def predict(
     stdout as json/jsonl/csv (default: from the output's extension, else json), and report the
     files that could not be used on stderr. Returns the results."""
     from rich.console import Console
+    from rich.markup import escape
 
     format = format or (Path(output).suffix.lstrip(".").lower() if output else "") or "json"
     if format not in FORMATS:
@@ -340,6 +341,6 @@ def predict(
     errors = [r for r in results if "error" in r]
     console = Console(stderr=True)
     for r in errors:
-        console.print(f"[yellow]skipped[/] {r['path']}: {r['error']}", highlight=False)
+        console.print(f"[yellow]skipped[/] {escape(r['path'])}: {escape(r['error'])}")
     console.print(f"{len(results) - len(errors)} file(s) predicted, {len(errors)} skipped")
     return results

@@ -193,33 +193,32 @@ def _collect(job, tables) -> None:
     counts: dict[str, int] = {}
     totals: dict[str, int] = {}
     failed: set[str] = set()
-    flushed: set[str] = set()  # clips with rows in a written shard
     with job.progress_bar() as bar:
         for table in tables:
-            for key, total, reason in zip(*(table.column(c).to_pylist() for c in
-                                            ("clip", "clip_windows", "skip_reason")), strict=True):  # fmt: skip
+            keys = table.column("clip").to_pylist()
+            n_windows = table.column("clip_windows").to_pylist()
+            reasons = table.column("skip_reason").to_pylist()
+            for key, total, reason in zip(keys, n_windows, reasons, strict=True):
                 if reason is not None and key not in failed:
                     failed.add(key)
-                    writer.discard(key)
-                    job.skip(clips[key], reason, written=key in flushed)
+                    job.skip(clips[key], reason, written=writer.discard(key))
+                    bar.file_done()
                 elif total == 0 and reason is None:
                     job.skip(clips[key], job.no_window_reason(clips[key]))
+                    bar.file_done()
                 elif total > 0:
                     totals[key] = total
-            keep = [k not in failed and t != 0 for k, t in
-                    zip(table.column("clip").to_pylist(), table.column("clip_windows").to_pylist(), strict=True)]  # fmt: skip
+            keep = [k not in failed and t != 0 for k, t in zip(keys, n_windows, strict=True)]
             rows = table.filter(pa.array(keep, pa.bool_())).select(st.SCHEMA.names)
             if rows.num_rows:
                 writer.add(rows)
                 bar.advance(rows.num_rows)
                 for key in rows.column("clip").to_pylist():
                     counts[key] = counts.get(key, 0) + 1
-            for key in set(rows.column("clip").to_pylist()) | set(totals):
-                if key in totals and counts.get(key) == totals[key]:
-                    writer.complete(key)
-                    job.done_clip(clips[key], totals.pop(key))
-                    bar.file_done()
+            for key in [k for k, total in totals.items() if counts.get(k) == total]:
+                writer.complete(key)
+                job.done_clip(clips[key], totals.pop(key))
+                bar.file_done()
             if writer.full():
-                flushed.update(counts)
                 job.flush(writer)
         job.flush(writer, last=True)

@@ -33,6 +33,7 @@ SCHEMA_VERSION = 1
 HEADER = "store.json"
 SHARDS = "shards"
 COMPLETE_KEY = b"liser.complete"
+ROW_GROUP = 256  # rows per Parquet row group (~10 MB of features at 64 mels x 301 frames)
 
 SCHEMA = pa.schema(
     [
@@ -141,7 +142,7 @@ def shard_paths(store_dir: str | Path) -> list[Path]:
 
 def shard_complete(path: Path) -> list[str]:
     """Clips whose last window is in this shard."""
-    metadata = pq.read_schema(path).metadata or {}
+    metadata = pq.read_metadata(path).metadata or {}
     return json.loads(metadata.get(COMPLETE_KEY, b"[]"))
 
 
@@ -153,14 +154,32 @@ def done_clips(store_dir: str | Path) -> set[str]:
     return done
 
 
+class _ShardFile:
+    """A shard being written: row groups go to a hidden temporary file (datasets ignore names
+    starting with "."), which ``commit`` closes with the completed clips and renames."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table.cast(SCHEMA), row_group_size=ROW_GROUP)
+
+    def commit(self, complete: list[str]) -> Path:
+        self.writer.add_key_value_metadata({COMPLETE_KEY: json.dumps(complete)})
+        self.writer.close()
+        with open(self.tmp, "rb") as file:
+            os.fsync(file.fileno())
+        self.tmp.replace(self.path)
+        return self.path
+
+
 def write_shard(path: Path, table: pa.Table, complete: list[str]) -> None:
     """Write ``table`` to ``path`` atomically, recording the completed clips in its metadata."""
-    table = table.cast(SCHEMA).replace_schema_metadata({COMPLETE_KEY: json.dumps(complete)})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden: datasets ignore it
-    pq.write_table(table, tmp, compression="zstd", row_group_size=256)
-    with open(tmp, "rb") as file:
-        os.fsync(file.fileno())
-    tmp.replace(path)
+    shard = _ShardFile(path)
+    shard.write(table)
+    shard.commit(complete)
 
 
 def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -168,10 +187,13 @@ def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 class ShardWriter:
-    """Buffer window rows and write them as numbered shards of about ``shard_windows`` rows.
+    """Write window rows as numbered shards of about ``shard_windows`` rows each.
 
-    ``add(rows)`` takes a dict of columns (``SCHEMA`` names); ``complete(clip)`` marks a clip whose
-    rows have all been added; ``close()`` writes what is left.
+    ``add(rows)`` takes a dict of columns (``SCHEMA`` names) or a table; rows are streamed to the
+    shard's temporary file in row groups of ``ROW_GROUP`` rows, so memory holds one row group, not
+    a shard. ``complete(clip)`` marks a clip whose rows have all been added; ``flush()`` commits
+    the shard (with those clips); ``close()`` commits what is left. ``written`` holds the clips
+    with rows in the current or a committed shard of this writer.
     """
 
     def __init__(self, store_dir: str | Path, shard_windows: int = 2048):
@@ -180,10 +202,12 @@ class ShardWriter:
         self.shard_windows = shard_windows
         numbers = [int(re.findall(r"\d+", p.stem)[0]) for p in shard_paths(store_dir)]
         self.next_index = max(numbers, default=-1) + 1
-        self.tables: list[pa.Table] = []
-        self.rows = 0
+        self.tables: list[pa.Table] = []  # rows not yet in a row group
+        self.buffered = 0
+        self.rows = 0  # rows in the current shard
         self.completed: list[str] = []
-        self.written: list[Path] = []
+        self.written: set[str] = set()
+        self.shard: _ShardFile | None = None
 
     def add(self, rows: dict | pa.Table) -> None:
         if isinstance(rows, pa.Table):
@@ -191,13 +215,30 @@ class ShardWriter:
         else:
             table = pa.Table.from_pydict(rows, schema=SCHEMA)
         self.tables.append(table)
+        self.buffered += table.num_rows
         self.rows += table.num_rows
+        if self.buffered >= ROW_GROUP:
+            self._write_buffer()
 
-    def discard(self, clip: str) -> None:
-        """Drop the buffered rows of a clip (one that failed part way)."""
+    def _write_buffer(self) -> None:
+        if not self.tables:
+            return
+        if self.shard is None:
+            self.shard = _ShardFile(self.folder / f"part-{self.next_index:06d}.parquet")
+        table = pa.concat_tables(self.tables)
+        self.written.update(table.column("clip").unique().to_pylist())
+        self.shard.write(table)
+        self.tables, self.buffered = [], 0
+
+    def discard(self, clip: str) -> bool:
+        """Drop the buffered rows of a clip that failed part way; True when some of its rows
+        are already in a shard file (``repair_store`` removes them)."""
         tables = [t.filter(pa.compute.not_equal(t.column("clip"), clip)) for t in self.tables]
         self.tables = [t for t in tables if t.num_rows]
-        self.rows = sum(t.num_rows for t in self.tables)
+        dropped = self.buffered - sum(t.num_rows for t in self.tables)
+        self.buffered -= dropped
+        self.rows -= dropped
+        return clip in self.written
 
     def complete(self, clip: str) -> None:
         self.completed.append(clip)
@@ -206,14 +247,15 @@ class ShardWriter:
         return self.rows >= self.shard_windows
 
     def flush(self) -> Path | None:
-        if not self.tables and not self.completed:
+        """Commit the current shard (atomically); None when there was nothing to write."""
+        if not self.tables and not self.completed and self.shard is None:
             return None
-        table = pa.concat_tables(self.tables) if self.tables else SCHEMA.empty_table()
-        path = self.folder / f"part-{self.next_index:06d}.parquet"
-        write_shard(path, table, self.completed)
+        self._write_buffer()
+        if self.shard is None:  # only completions (a clip's rows all went to earlier shards)
+            self.shard = _ShardFile(self.folder / f"part-{self.next_index:06d}.parquet")
+        path = self.shard.commit(self.completed)
         self.next_index += 1
-        self.tables, self.rows, self.completed = [], 0, []
-        self.written.append(path)
+        self.shard, self.rows, self.completed = None, 0, []
         return path
 
     def close(self) -> None:

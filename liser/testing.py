@@ -204,11 +204,6 @@ def tiny_whisper_ct2(
 # Toy emotion corpus and soft-label stores (training tests and benchmarks)
 
 
-def _sweep(phase: np.ndarray, octaves: np.ndarray, base: float, sample_rate: int) -> np.ndarray:
-    """A tone whose pitch is ``base * 2**octaves`` at every sample."""
-    return np.sin(2 * np.pi * np.cumsum(base * 2**octaves) / sample_rate)
-
-
 def emotion_tone(
     label: int,
     seconds: float = 1.0,
@@ -223,35 +218,29 @@ def emotion_tone(
     ``shift`` octaves, e.g. a speaker's voice), under ``distractors`` louder steady tones at
     random pitches switching on and off slowly, and white noise of standard deviation ``noise``.
 
-    Event shapes: 0 rising one-octave sweeps, 1 falling sweeps, 2 tone pulses, 3 noise bursts,
-    4 up-then-down sweeps, 5 down-then-up sweeps, 6 click trains, 7 crossing sweeps. Class
-    ``label`` has shape ``label % 4`` (each further 4 classes 1.5 times faster); with
-    ``variants=2`` each clip draws one of two shapes of its class, ``label % 4`` or
-    ``label % 4 + 4``, so one labeled clip per class shows only half of it.
-    The classes live in local time-frequency patterns, which survive per-utterance normalisation
-    of each mel band. float32 mono, shape = (round(seconds * sample_rate),)."""
-    if not 1 <= variants <= 2:
-        raise ValueError(f"variants must be 1 or 2, got {variants}")
+    Event shapes: 0 rising one-octave sweeps, 1 falling sweeps, 2 tone pulses, 3 noise bursts.
+    ``variants=1``: class ``label`` has shape ``label % 4``, each further 4 classes 1.5 times
+    faster. ``variants=2`` (two classes): each clip draws one of two shapes of its class, class 0
+    rising sweeps or tone pulses, class 1 falling sweeps or noise bursts, so one labeled clip per
+    class shows only half of the class. The classes live in local time-frequency patterns, which
+    survive per-utterance normalisation of each mel band.
+    float32 mono, shape = (round(seconds * sample_rate),)."""
+    if variants not in (1, 2) or (variants == 2 and label not in (0, 1)):
+        raise ValueError(f"variants=2 needs label 0 or 1, got variants={variants}, label={label}")
     rng = np.random.default_rng(seed)
     t = np.arange(round(seconds * sample_rate)) / sample_rate
-    kind = label % 4 + 4 * int(rng.integers(variants))
+    kind = label % 4 if variants == 1 else label + 2 * int(rng.integers(2))
     period = 0.25 / 1.5 ** (label // 4)  # seconds from one event to the next
     phase = (t / period + rng.uniform()) % 1.0  # position in the current event, 0..1
     on = phase < 0.6
-    ramp = np.clip(phase / 0.6, 0, 1)  # 0..1 over an event
     base = 2 ** (rng.uniform(np.log2(250), np.log2(1500)) + shift)
-    if kind == 2:
+    if kind in (0, 1):  # sweeps: instantaneous frequency base * 2**(phase / 0.6) (or falling)
+        octave = np.clip(phase / 0.6, 0, 1) if kind == 0 else 1 - np.clip(phase / 0.6, 0, 1)
+        event = np.sin(2 * np.pi * np.cumsum(base * 2**octave) / sample_rate)
+    elif kind == 2:
         event = np.sin(2 * np.pi * base * t)
-    elif kind == 3:
-        event = 0.7 * rng.standard_normal(t.size)
-    elif kind == 6:
-        event = 3.0 * ((t * 40.0) % 1.0 < 40.0 / sample_rate * 4)  # 40 clicks a second
     else:
-        octaves = {0: ramp, 1: 1 - ramp, 4: 1 - np.abs(2 * ramp - 1), 5: np.abs(2 * ramp - 1)}
-        if kind == 7:
-            event = 0.7 * (_sweep(phase, ramp, base, sample_rate) + _sweep(phase, 1 - ramp, base, sample_rate))
-        else:
-            event = _sweep(phase, octaves[kind], base, sample_rate)
+        event = 0.7 * rng.standard_normal(t.size)
     wave = 0.15 * on * event
     for _ in range(distractors):
         freq = 2 ** rng.uniform(np.log2(150), np.log2(5000))

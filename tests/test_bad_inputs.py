@@ -633,3 +633,70 @@ def test_stream_chunks_concatenate_to_load_audio(
     assert abs(len(part) - round(seconds / 3 * SR)) <= 2
     inner = slice(200, len(part) - 200)  # resampler edges differ
     np.testing.assert_allclose(part[inner], whole[round(first) :][: len(part)][inner], atol=2e-3)
+
+
+CREMAD_FIELDS = {  # field -> (valid values, a strategy of any value of that shape)
+    "actor": ([str(a) for a in range(1001, 1092)], st.integers(0, 9999).map(lambda a: f"{a:04d}")),
+    "sentence": (None, st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=3, max_size=3)),
+    "emotion": (None, st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=3, max_size=3)),
+    "level": (None, st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2)),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(field=st.sampled_from(sorted(CREMAD_FIELDS)), data=st.data())
+def test_cremad_names_with_a_bad_field_are_rejected_naming_it(field, data):
+    from liser.constants import CREMAD_CODES
+    from liser.corpora import CREMAD_LEVELS, CREMAD_SENTENCES, parse_cremad_name
+
+    valid = {"actor": CREMAD_FIELDS["actor"][0], "sentence": list(CREMAD_SENTENCES),
+             "emotion": sorted(CREMAD_CODES), "level": sorted(CREMAD_LEVELS)}  # fmt: skip
+    parts = {k: data.draw(st.sampled_from(v)) for k, v in valid.items()}
+    value = data.draw(CREMAD_FIELDS[field][1].filter(lambda v: v not in valid[field]))
+    parts[field] = value
+    with pytest.raises(ValueError, match=f"{field} {value}"):
+        parse_cremad_name("_".join(parts.values()) + ".wav")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    names=st.lists(
+        st.one_of(
+            st.from_regex(
+                r"0[1-3]-0[12]-0[1-8]-0[12]-0[12]-0[12]-(0[1-9]|1[0-9]|2[0-4])", fullmatch=True
+            ),
+            st.from_regex(r"[0-9]{2}(-[0-9]{2}){6}", fullmatch=True),
+            st.text("0123456789-_ .é", min_size=1, max_size=24),
+        ),
+        min_size=1,
+        max_size=12,
+        unique=True,
+    ),
+    suffix=st.sampled_from([".wav", ".mp4", ".flac"]),
+)
+def test_ravdess_manifest_lists_every_file_once(names, suffix):
+    """Whatever the names in a folder: each file becomes a row (a valid name) or a skipped entry
+    naming it and saying why; nothing crashes, ids are unique."""
+    import tempfile
+
+    from liser.corpora import parse_ravdess_name, ravdess_manifest
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for name in names:
+            path = Path(folder) / (name.strip(". ") + suffix)
+            if path.name == suffix or path.exists() or "/" in name:
+                continue
+            path.touch()
+            paths.append(path)
+        df = ravdess_manifest(folder, measure=False)
+        skipped = {str(p): r for p, r in df.attrs["skipped"]}
+        assert df["id"].is_unique
+        for path in paths:
+            listed = str(path) in set(df["path"])
+            assert listed != (str(path) in skipped), path.name
+            try:
+                parse_ravdess_name(path.name)
+                assert listed, (path.name, skipped.get(str(path)))
+            except ValueError as error:
+                assert skipped[str(path)] == f"bad name: {error}"

@@ -3,6 +3,7 @@ import platform
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from liser import checkpoint as ckpt
 from liser.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
@@ -46,6 +47,14 @@ def test_saved_model_reloads_bit_exact(tmp_path):
         assert torch.equal(outputs(loaded)[name], value)
     assert meta["metrics"] == {"uar": 0.5}
     assert loaded.config == model.config
+    # a loaded meta saved again (as training does on resume) gives a consistent checkpoint
+    save_checkpoint(tmp_path / "again", loaded, {**meta, "versions": {"torch": "0.0"}})
+    with safe_open(str(tmp_path / "again" / "model.safetensors"), "pt") as handle:
+        embedded = json.loads(handle.metadata()["meta"])
+    assert "weights_sha256" not in embedded
+    assert embedded["versions"]["torch"] == torch.__version__
+    record = json.loads((tmp_path / "again" / "checkpoint.json").read_text())
+    assert record["weights_sha256"] == ckpt._sha256(tmp_path / "again" / "model.safetensors")
 
 
 @pytest.mark.parametrize("name", ["", "checkpoint.json", "model.safetensors"])

@@ -13,14 +13,14 @@ from liser.testing import emotion_tones
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """A toy corpus of 6 speakers x 3 classes x 6 clips (0.6-0.9 s), its manifest."""
+    """A toy corpus of 6 speakers x 3 classes x 4 clips (0.6-0.9 s), its manifest."""
     folder = tmp_path_factory.mktemp("tones")
-    df = emotion_tones(folder / "wav", n_speakers=6, clips_per_class=6, n_classes=3, seed=3)
+    df = emotion_tones(folder / "wav", n_speakers=6, clips_per_class=4, n_classes=3, seed=3)
     return write_manifest(df, folder / "manifest.parquet")
 
 
 def experiment(manifest, out, **extra) -> ExperimentConfig:
-    """A tiny, fast experiment: 1 s windows, a 2-block student, 2 epochs, 2 speaker folds."""
+    """A tiny, fast experiment: 1 s windows, a 2-block student, 1 epoch, 2 speaker folds."""
     base = {
         "num_threads": 1,
         "frontend": {"window_seconds": 1.0, "n_mels": 32},
@@ -31,7 +31,7 @@ def experiment(manifest, out, **extra) -> ExperimentConfig:
             "n_folds": 2,
             "cache_dir": str(out / "cache"),
         },  # fmt: skip
-        "optim": {"epochs": 2, "batch_size": 8, "patience": 0},
+        "optim": {"epochs": 1, "batch_size": 8, "patience": 0},
     }
     return from_dict(ExperimentConfig, {"name": "tiny", "output_dir": str(out / "exp"), "base": base,
                                         "folds": [1, 2], **extra})  # fmt: skip

@@ -164,11 +164,29 @@ def test_shard_write_is_atomic(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(st.pq, "write_table", crash)
+    monkeypatch.setattr(st.pq.ParquetWriter, "add_key_value_metadata", crash)
     with pytest.raises(KeyboardInterrupt):
         writer.flush()
     assert st.shard_paths(path) == before  # nothing half-written under a readable name
-    assert len(st.open_store(path)) == 3
+    assert len(list((path / "shards").glob(".part-*.tmp"))) == 1
+    assert len(st.open_store(path)) == 3 and ds.dataset(path / "shards").count_rows() == 3
+
+
+def test_writer_streams_row_groups(tmp_path):
+    header = st.new_header(FRONTEND, 0.1, 0.1, 0.05)
+    st.write_header(tmp_path, header)
+    writer = st.ShardWriter(tmp_path, shard_windows=1000)
+    for c in range(2):
+        writer.add(rows(f"c{c}", c * 200, 200))
+        writer.complete(f"c{c}")
+    writer.add(rows("c2", 400, 100))  # a clip that will fail
+    assert writer.buffered == 100 and writer.written == {"c0", "c1"}  # 400 rows on disk
+    assert not writer.discard("c2") and writer.buffered == 0 and writer.rows == 400
+    assert writer.discard("c1")  # its rows are in the file already: repair_store's job
+    writer.close()
+    store = st.open_store(tmp_path)
+    assert len(store) == 400 and st.done_clips(tmp_path) == {"c0", "c1"}
+    assert st.pq.read_metadata(store.shards[0]).num_row_groups == 2  # 256 + 144 rows
 
 
 def test_frontend_mismatch_is_refused(tmp_path):

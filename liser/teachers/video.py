@@ -56,7 +56,11 @@ class VideoTeacher:
         settings = {
             "fer": fer.fingerprint,
             "detector": [type(detector).__name__, getattr(detector, "fingerprint", "")],
-            **{k: v for k, v in to_dict(config).items() if k not in ("spec", "face_detector")},
+            **{
+                k: v
+                for k, v in to_dict(config).items()
+                if k not in ("spec", "face_detector", "batch_size")
+            },
         }
         text = json.dumps(settings, sort_keys=True)
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
