@@ -380,6 +380,11 @@ def replace(config: Any, **changes) -> Any:
         node = data
         *parents, last = key.split(".")
         for part in parents:
+            if not isinstance(node.get(part), dict):
+                sections = [k for k, v in node.items() if isinstance(v, dict)]
+                close = difflib.get_close_matches(part, sections, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"unknown key '{key}': no section '{part}'{hint}")
             node = node[part]
         node[last] = value
     return from_dict(type(config), data)

@@ -168,7 +168,7 @@ def paper_setting(config: TrainConfig, has_teacher: bool) -> str | None:
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
     """Run (or resume) every cell of the experiment and write its tables and plots; return the
     results (``results.json``'s content: ``rows``, ``runs``, ``failed``, ``ran``, ``reused``, ...)."""
-    from .experiment_teacher import PREPARED, check_teacher, prepare_teacher, teacher_identity
+    from .experiment_teacher import PREPARED, prepare_teacher, teacher_identity
     from .manifest import read_manifest
     from .train import check_same_run, train
 
@@ -176,8 +176,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
     out = Path(config.output_dir).expanduser()
     rows = expand_rows(config)
     for row in rows:
-        if row.teacher.kind:
-            check_teacher(row.teacher)
+        check_inputs(row, config.base)
     if not config.base.data.manifest:
         raise ValueError("base.data.manifest is empty: give the labeled manifest of the experiment")
     df = read_manifest(config.base.data.manifest)
@@ -245,6 +244,25 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
     results = summarize(config, rows, runs, failed, corpus, started, time.perf_counter() - clock)
     write_results(out, results, config.plots)
     return results
+
+
+def check_inputs(row: Row, base: TrainConfig) -> None:
+    """Fail before any run when a row names a store or unlabeled clips that do not exist."""
+    from .experiment_teacher import check_teacher
+
+    if row.teacher.kind:
+        check_teacher(row.teacher)
+        unlabeled = row.teacher.unlabeled
+        if unlabeled not in ("fold", "train") and not Path(unlabeled).expanduser().exists():
+            raise FileNotFoundError(
+                f"row '{row.name}': teacher.unlabeled {unlabeled} does not exist"
+            )
+    for store in apply_settings(base, row.settings).distill.stores:
+        if not (Path(store).expanduser() / "store.json").is_file():
+            raise FileNotFoundError(
+                f"row '{row.name}': distill.stores: {store} is not a soft-label store (no "
+                "store.json); make it with `liser label` or fix the path"
+            )
 
 
 def _corpus(df) -> str:

@@ -85,13 +85,18 @@ def iter_windows(
 
 
 def collect_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, and the audio/video files under folders (recursively, sorted)."""
+    """Files as given, and the audio/video files under folders (recursively, sorted; dangling
+    links are kept so that they are reported as not found)."""
     suffixes = set(AUDIO_EXTENSIONS) | set(VIDEO_EXTENSIONS)
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
             files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if (p.is_file() or p.is_symlink()) and p.suffix.lower() in suffixes
+                )
             )
         else:
             files.append(path)

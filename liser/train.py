@@ -70,6 +70,8 @@ def lr_factor(step: int, total: int, schedule: str, warmup_fraction: float) -> f
     curve of torch's OneCycleLR); "cosine": linear warm-up from 0, cosine to 0; "constant": linear
     warm-up, then 1.
     """
+    if schedule not in ("onecycle", "cosine", "constant"):
+        raise ValueError(f"unknown schedule {schedule!r}; use onecycle, cosine or constant")
     warm = round(total * warmup_fraction)
     if schedule == "onecycle":
         if step < warm:
@@ -82,9 +84,7 @@ def lr_factor(step: int, total: int, schedule: str, warmup_fraction: float) -> f
         return (step + 1) / (warm + 1)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-    if schedule == "constant":
-        return 1.0
-    raise ValueError(f"unknown schedule {schedule!r}; use onecycle, cosine or constant")
+    return 1.0  # constant
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):

@@ -113,10 +113,12 @@ def test_bad_files_are_reported_and_the_others_processed(model, tmp_path):
     garbage.write_bytes(b"\x00garbage" * 100)
     tiny = tmp_path / "e.wav"
     sf.write(tiny, tone(0.05), 16000)
+    (tmp_path / "f.wav").symlink_to(tmp_path / "gone.wav")
     missing = tmp_path / "missing.wav"
     results = model.predict_files([tmp_path, missing], progress=False)
     by_name = {r["path"].rsplit("/", 1)[-1]: r for r in results}
-    assert list(by_name) == ["a.wav", "b.wav", "c.wav", "d.mp3", "e.wav", "missing.wav"]
+    assert list(by_name) == ["a.wav", "b.wav", "c.wav", "d.mp3", "e.wav", "f.wav", "missing.wav"]
+    assert "not found" in by_name["f.wav"]["error"]
     assert by_name["a.wav"]["label"] in CLASSES
     assert "empty" in by_name["b.wav"]["error"]
     assert "silent" in by_name["c.wav"]["error"]

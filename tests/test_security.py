@@ -45,6 +45,12 @@ def evil_pickle(path: Path, marker: Path) -> Path:
 
 
 @pytest.fixture
+def tmp_path(tmp_path_factory):
+    """A folder whose path never contains 'pickle' (so messages are matched, not paths)."""
+    return tmp_path_factory.mktemp("case")
+
+
+@pytest.fixture
 def marker(tmp_path):
     path = tmp_path / "PWNED"
     yield path
@@ -70,7 +76,7 @@ def checkpoint(tmp_path_factory):
 # Checkpoints
 
 
-def test_pickle_checkpoints_are_refused(tmp_path, marker, checkpoint):
+def test_unsafe_checkpoint_files_are_refused(tmp_path, marker, checkpoint):
     from liser.checkpoint import CheckpointError, load_checkpoint, read_meta
 
     for suffix in (".pt", ".pth", ".ckpt", ".bin"):
@@ -92,7 +98,7 @@ def test_pickle_checkpoints_are_refused(tmp_path, marker, checkpoint):
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate", "export"])
-def test_cli_refuses_pickle_checkpoints(tmp_path, marker, command):
+def test_cli_refuses_unsafe_checkpoint_files(tmp_path, marker, command):
     import soundfile as sf
 
     evil = evil_pickle(tmp_path / "model.pt", marker)
@@ -133,7 +139,7 @@ def test_training_resume_state_is_loaded_weights_only(tmp_path, marker):
 # Teachers
 
 
-def test_pickle_audio_teachers_are_refused(tmp_path, marker):
+def test_unsafe_audio_teacher_files_are_refused(tmp_path, marker):
     from liser.teachers import TeacherError, load_audio_teacher
 
     evil = evil_pickle(tmp_path / "teacher.pt", marker)
@@ -147,7 +153,7 @@ def test_pickle_audio_teachers_are_refused(tmp_path, marker):
     "without a classification head ... fit a head on it first'; it should say that pickle "
     "files are not loaded (unsafe) and which formats are",
 )
-def test_pickle_audio_teacher_message_says_why(tmp_path, marker):
+def test_unsafe_audio_teacher_message_says_why(tmp_path, marker):
     from liser.teachers import TeacherError, load_audio_teacher
 
     evil = evil_pickle(tmp_path / "teacher.pth", marker)
@@ -155,7 +161,7 @@ def test_pickle_audio_teacher_message_says_why(tmp_path, marker):
         load_audio_teacher(str(evil))
 
 
-def test_hf_teacher_with_a_pickle_bin_is_refused(tmp_path, marker):
+def test_hf_teacher_with_an_unsafe_bin_is_refused(tmp_path, marker):
     """A transformers classifier folder whose pytorch_model.bin is a pickle with a payload:
     transformers loads .bin files with weights_only=True, so the payload never runs."""
     from transformers import HubertConfig
@@ -174,7 +180,7 @@ def test_hf_teacher_with_a_pickle_bin_is_refused(tmp_path, marker):
         load_audio_teacher(str(folder))
 
 
-def test_whisper_folder_with_a_pickle_bin_is_refused(tmp_path, marker):
+def test_whisper_folder_with_an_unsafe_bin_is_refused(tmp_path, marker):
     from transformers import WhisperConfig
 
     from liser.teachers.whisper import load_whisper_encoder
@@ -187,7 +193,7 @@ def test_whisper_folder_with_a_pickle_bin_is_refused(tmp_path, marker):
         load_whisper_encoder(folder)
 
 
-def test_pickle_video_teachers_are_refused(tmp_path, marker):
+def test_unsafe_video_teacher_files_are_refused(tmp_path, marker):
     from liser.teachers.fer import FERModelError, load_fer_model
 
     folder = tmp_path / "fer"
@@ -231,7 +237,7 @@ def test_keras_lambda_layers_are_not_executed(tmp_path):
 # Caches and configs
 
 
-def test_feature_cache_never_unpickles(tmp_path, marker):
+def test_feature_cache_never_loads_objects(tmp_path, marker):
     import soundfile as sf
 
     from liser.config import FrontEndConfig

@@ -64,6 +64,20 @@ CUES = (
     "shimmer_factor",
     "breath_shift",
 )
+# Individual differences: the factor on each cue's emotional change is drawn per speaker from
+# these ranges (1 = the average speaker). Level cues (pitch, loudness, tempo, brightness) differ
+# more between people than the shape of the pitch movement and the voice quality.
+EXPRESSIVENESS = {
+    "pitch_shift": (0.0, 2.0),
+    "range_factor": (0.6, 1.4),
+    "energy_db": (0.0, 2.0),
+    "tempo": (0.0, 2.0),
+    "tilt_shift": (0.0, 2.0),
+    "open_quotient_shift": (0.6, 1.4),
+    "jitter_factor": (0.6, 1.4),
+    "shimmer_factor": (0.6, 1.4),
+    "breath_shift": (0.6, 1.4),
+}
 MULTIPLICATIVE = ("range_factor", "tempo", "jitter_factor", "shimmer_factor", "formant_shift")
 
 
@@ -116,8 +130,7 @@ def random_voice(rng: np.random.Generator) -> Voice:
         jitter=rng.uniform(0.003, 0.015),
         shimmer=rng.uniform(0.02, 0.08),
         loudness_db=rng.uniform(-6.0, 6.0),
-        # individual differences: each cue from 0.2x to 1.8x the average change
-        expressiveness=tuple(float(v) for v in rng.uniform(0.2, 1.8, size=len(CUES))),
+        expressiveness=tuple(float(rng.uniform(*EXPRESSIVENESS[cue])) for cue in CUES),
     )
 
 
