@@ -25,6 +25,30 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder (resumable)."),
+    size: str = typer.Option("full", "--size", help="small (CI, < 2 min) | full (< 5 min)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of every training run."),
+    video_teacher: Path | None = typer.Option(
+        None, help="FER SPEC instead of the FER CNN fitted on the demo's faces (e.g. mini-Xception)."
+    ),
+    face_detector: Path | None = typer.Option(
+        None, help="Haar .xml or BlazeFace .tflite [default: OpenCV's Haar cascade]."
+    ),
+    quiet: bool = typer.Option(False, help="No progress output (the table is still printed)."),
+) -> None:
+    """The whole method on an embedded procedural audio-visual corpus, in minutes, no download:
+    teachers label unlabeled videos; a distilled and a supervised student are compared."""
+    from .demo import run_demo
+
+    try:
+        run_demo(out, size, seed, video_teacher, face_detector, progress=not quiet)
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+
+
 # Each stage adds its commands below, importing its module inside the function so that
 # `liser --help` stays fast.
 
@@ -392,10 +416,18 @@ def experiment_command(
     overrides: list[str] = typer.Option(
         [], "--set", help="Config override key=value, e.g. base.optim.epochs=10 or folds=[1,2]."
     ),
+    only: list[str] = typer.Option(
+        [], help="Run only the rows whose name contains this (repeatable); others are read."
+    ),
+    teachers_only: bool = typer.Option(
+        False, help="Only make the per-fold teachers and their stores; no student, no table."
+    ),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """A grid of training runs over folds and seeds -> results table (MD, CSV, JSON) and plots.
     Resumable: run the same command again to continue; finished runs are never run again."""
+    import json
+
     from rich.console import Console
 
     from .config import ExperimentConfig, load_config
@@ -403,10 +435,14 @@ def experiment_command(
     from .experiment_results import results_table
 
     try:
-        results = run_experiment(load_config(ExperimentConfig, config, overrides), not quiet)
+        cfg = load_config(ExperimentConfig, config, overrides)
+        results = run_experiment(cfg, not quiet, tuple(only), teachers_only)
     except (OSError, ValueError) as error:  # ConfigError, ManifestError, a run with another config
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
+    if teachers_only:
+        typer.echo(json.dumps(results, indent=1))
+        raise typer.Exit(1 if results["failed"] else 0)
     Console().print(results_table(results))
     typer.echo(str(Path(results["config"]["output_dir"]) / "results.md"))
     if results["failed"]:

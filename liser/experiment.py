@@ -165,50 +165,58 @@ def paper_setting(config: TrainConfig, has_teacher: bool) -> str | None:
 # Running
 
 
-def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
+def run_experiment(
+    config: ExperimentConfig,
+    progress: bool = True,
+    only: tuple[str, ...] = (),
+    teachers_only: bool = False,
+) -> dict:
     """Run (or resume) every cell of the experiment and write its tables and plots; return the
-    results (``results.json``'s content: ``rows``, ``runs``, ``failed``, ``ran``, ``reused``, ...)."""
-    from .experiment_teacher import PREPARED, prepare_teacher, teacher_identity
+    results (``results.json``'s content: ``rows``, ``runs``, ``failed``, ``ran``, ``reused``, ...).
+
+    ``only``: run just the rows whose name contains one of these strings (the others' finished runs
+    are still read into the tables). ``teachers_only``: make those rows' per-fold teachers and
+    stores, train no student and write no table (e.g. next to a run of the other rows)."""
+    from .experiment_teacher import PREPARED, prepare_teacher
     from .manifest import read_manifest
     from .train import check_same_run, train
 
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
     out = Path(config.output_dir).expanduser()
     rows = expand_rows(config)
+    chosen = {r.slug for r in rows if not only or any(word in r.name for word in only)}
+    if not chosen:
+        raise ValueError(f"no row name contains {' or '.join(only)}: {[r.name for r in rows]}")
     for row in rows:
-        check_inputs(row, config.base)
+        if row.slug in chosen:
+            check_inputs(row, config.base)
     if not config.base.data.manifest:
         raise ValueError("base.data.manifest is empty: give the labeled manifest of the experiment")
     df = read_manifest(config.base.data.manifest)
     corpus = config.corpus or _corpus(df)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "experiment.yaml")
+    if not teachers_only:
+        save_config(config, out / "experiment.yaml")
     console = Console(stderr=True, quiet=not progress)
     # fold by fold: every row's score on the first folds is there before the last fold starts
     cells = [(r, f, s) for f in config.folds for s in config.seeds for r in rows]
-    runs, failed, teacher_failed, durations = [], [], {}, []
+    runs, failed, teacher_failed, durations, teachers = [], [], {}, [], []
     for i, (row, fold, seed) in enumerate(cells, 1):
-        run_dir = out / "runs" / row.slug / f"fold-{fold}-seed-{seed}"
-        cell = apply_settings(config.base, row.settings, **{"data.fold": fold, "seed": seed})
-        prep = None
-        if row.teacher.kind:
-            ident = json.dumps(teacher_identity(row.teacher, cell), sort_keys=True, default=str)
-            key = hashlib.sha1(ident.encode()).hexdigest()[:10]
-            prep = out / "teachers" / f"{row.teacher.kind}-{key}" / f"fold-{fold}-seed-{seed}"
-            stores = [*cell.distill.stores, str((prep / "store").absolute())]
-            cell = replace(cell, **{"distill.stores": stores})
-        cell = replace(
-            cell, output_dir=str(run_dir), name=f"{config.name}/{row.slug}/fold-{fold}-seed-{seed}"
-        )
+        cell, run_dir, prep = _cell(config, row, fold, seed, out)
         finished = (run_dir / "metrics.json").is_file()
+        if (row.slug not in chosen and not finished) or (teachers_only and prep is None):
+            continue
         where = f"[{i}/{len(cells)}] {row.name} · fold {fold} · seed {seed}"
         tick = time.perf_counter()
         try:
+            if teachers_only:
+                teachers.append(prepare_teacher(row.teacher, cell, df, prep, progress))
+                continue
             if finished:
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 check_same_run(metrics["config"], cell, run_dir)
             else:
-                console.rule(where + _eta(durations, cells[i - 1 :], out))
+                console.rule(where + _eta(durations, cells[i - 1 :], out, chosen))
                 if prep is not None:
                     if prep in teacher_failed:
                         raise RuntimeError(f"its teacher failed: {teacher_failed[prep]}")
@@ -228,11 +236,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
             (run_dir / "error.txt").write_text(traceback.format_exc())
             failed.append({"row": row.name, "fold": fold, "seed": seed, "error": message})
             continue
-        info = (
-            json.loads((prep / PREPARED).read_text())
-            if prep and (prep / PREPARED).is_file()
-            else {}
-        )
+        done = prep is not None and (prep / PREPARED).is_file()
+        info = json.loads((prep / PREPARED).read_text()) if done else {}
         runs.append(_run_record(row, fold, seed, metrics, info, ran=not finished, run_dir=run_dir))
         if not finished:
             test = metrics["test"]
@@ -241,9 +246,28 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
             config, rows, runs, failed, corpus, started, time.perf_counter() - clock
         )
         write_results(out, results, plots=False)  # tables after every run, plots at the end
+    if teachers_only:
+        return {"teachers": teachers, "failed": failed}
     results = summarize(config, rows, runs, failed, corpus, started, time.perf_counter() - clock)
     write_results(out, results, config.plots)
     return results
+
+
+def _cell(config: ExperimentConfig, row: Row, fold: int, seed: int, out: Path):
+    """The TrainConfig of one run, its folder, and the folder of its per-fold teacher (or None)."""
+    from .experiment_teacher import teacher_identity
+
+    run_dir = out / "runs" / row.slug / f"fold-{fold}-seed-{seed}"
+    cell = apply_settings(config.base, row.settings, **{"data.fold": fold, "seed": seed})
+    prep = None
+    if row.teacher.kind:
+        ident = json.dumps(teacher_identity(row.teacher, cell), sort_keys=True, default=str)
+        key = hashlib.sha1(ident.encode()).hexdigest()[:10]
+        prep = out / "teachers" / f"{row.teacher.kind}-{key}" / f"fold-{fold}-seed-{seed}"
+        stores = [*cell.distill.stores, str((prep / "store").absolute())]
+        cell = replace(cell, **{"distill.stores": stores})
+    name = f"{config.name}/{row.slug}/fold-{fold}-seed-{seed}"
+    return replace(cell, output_dir=str(run_dir), name=name), run_dir, prep
 
 
 def check_inputs(row: Row, base: TrainConfig) -> None:
@@ -270,9 +294,10 @@ def _corpus(df) -> str:
     return next(iter(corpora)) if len(corpora) == 1 else ""
 
 
-def _eta(durations: list[float], todo: list, out: Path) -> str:
+def _eta(durations: list[float], todo: list, out: Path, chosen: set) -> str:
     left = sum(
-        not (out / "runs" / r.slug / f"fold-{f}-seed-{s}" / "metrics.json").is_file()
+        r.slug in chosen
+        and not (out / "runs" / r.slug / f"fold-{f}-seed-{s}" / "metrics.json").is_file()
         for r, f, s in todo
     )
     if not durations:

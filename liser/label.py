@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from . import shards
 from . import store as st
 from .audio import AudioError
 from .config import LabelConfig
@@ -70,13 +71,13 @@ class LabelJob:
     def no_window_reason(self, clip: Clip) -> str:
         return f"no window: shorter than {self.config.min_seconds} s or digital silence throughout"
 
-    def flush(self, writer: st.ShardWriter, before=None, last: bool = False) -> None:
+    def flush(self, writer: shards.ShardWriter, before=None, last: bool = False) -> None:
         """Write the buffered rows as a shard, then store.json (skips); repair at the end."""
         if before is not None:
             before()
         writer.flush()
         if last and self.needs_repair:
-            st.repair_store(self.store_dir)
+            shards.repair_store(self.store_dir)
         st.write_header(self.store_dir, self.header)
 
     def progress_bar(self):
@@ -111,8 +112,8 @@ def label(
     with StoreLock(store_dir):
         header = _open_header(store_dir, config)
         audio, video = _resolve_teachers(header, config, audio_teacher, video_teacher)
-        st.repair_store(store_dir)
-        done = st.done_clips(store_dir)
+        shards.repair_store(store_dir)
+        done = shards.done_clips(store_dir)
         todo = [c for c in clips if c.key not in done and not _skipped_before(header, c)]
         _check_unavailable(header, audio, video, todo)
         st.write_header(store_dir, header)
@@ -135,7 +136,7 @@ def label(
 def label_clips_local(job: LabelJob) -> None:
     """Label ``job.todo`` in this process, batching the audio teacher across clips."""
     config = job.config
-    writer = st.ShardWriter(job.store_dir, config.shard_windows)
+    writer = shards.ShardWriter(job.store_dir, config.shard_windows)
     pending: list[dict] = []  # rows waiting for the audio teacher
 
     def run_pending() -> None:

@@ -53,7 +53,7 @@ def list_clips(src: str | Path) -> list[Clip]:
             p
             for p in src.rglob("*")
             if p.suffix.lower() in media
-            and p.is_file()
+            and (p.is_file() or (p.is_symlink() and not p.exists()))  # dangling: reported
             and not any(part.startswith(".") for part in p.relative_to(src).parts)
         )
         return [Clip(str(p.absolute()), str(p.absolute())) for p in files]

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from . import shards
 from . import store as st
 from .label_clips import Clip, audio_columns, clip_windows
 
@@ -188,7 +189,7 @@ def _pipeline(ray, job, items: list[dict]):
 
 def _collect(job, tables) -> None:
     """Write arriving rows to shards; a clip completes when all its windows have arrived."""
-    writer = st.ShardWriter(job.store_dir, job.config.shard_windows)
+    writer = shards.ShardWriter(job.store_dir, job.config.shard_windows)
     clips = {c.key: c for c in job.todo}
     counts: dict[str, int] = {}
     totals: dict[str, int] = {}

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import shards
 from . import store as st
 from .audio import AudioError, fit_window, load_audio
 from .label_clips import FrameWindows, audio_columns, clip_from_key, video_columns
@@ -43,7 +44,7 @@ def relabel_stale(job) -> int:
                 job.console.print(f"relabel {path.name}: {int(mask.sum())} windows, {kind} teacher")
             table = _replace(table, mask, _recompute(job, kind, table.filter(pa.array(mask))))
             total += int(mask.sum())
-        st.write_shard(path, table, st.shard_complete(path))
+        shards.write_shard(path, table, shards.shard_complete(path))
     return total
 
 

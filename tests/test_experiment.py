@@ -94,10 +94,19 @@ def test_fold_teacher_labels_hidden_clips(corpus, tmp_path, monkeypatch):
                "label": {"min_seconds": 0.5, "hop_seconds": 1.0}}  # fmt: skip
     config = experiment(corpus, tmp_path, rows=rows, teacher=teacher)
     config = dataclasses.replace(config, folds=(1,))
-    results = run_experiment(config, progress=False)
-    assert results["ran"] == 2 and not results["failed"]
     out = tmp_path / "exp"
+    # The teachers of the chosen rows alone first (no student, no table), then the whole grid,
+    # which uses them as they are.
+    made = run_experiment(config, progress=False, only=("teacher",), teachers_only=True)
+    assert len(made["teachers"]) == 1 and not (out / "runs").exists()
     [prep] = list((out / "teachers").glob("student-*/fold-1-seed-0"))
+    assert json.loads((prep / "prepared.json").read_text()) == made["teachers"][0]
+    import liser.label
+
+    with monkeypatch.context() as patch:
+        patch.setattr(liser.label, "label", never)
+        results = run_experiment(config, progress=False)
+    assert results["ran"] == 2 and not results["failed"]
     info = json.loads((prep / "prepared.json").read_text())
 
     # The teacher saw only the fold's labeled clips; it labeled exactly the hidden-label ones.
@@ -135,7 +144,6 @@ def test_fold_teacher_labels_hidden_clips(corpus, tmp_path, monkeypatch):
     )
     assert results["rows"][0]["teacher_uar"] is None
 
-    import liser.label
     import liser.train_loop
 
     monkeypatch.setattr(liser.train_loop.Run, "fit", never)
@@ -157,3 +165,10 @@ def test_rows_names_and_errors(corpus, tmp_path):
         expand_rows(experiment(corpus, tmp_path, grid={"data.label_fractoin": [0.5]}))
     with pytest.raises(ValueError, match="same settings"):
         expand_rows(experiment(corpus, tmp_path, rows=[{"name": "x"}, {"name": "y"}]))
+    # A missing store fails before any run starts.
+    missing = experiment(
+        corpus, tmp_path, rows=[{"name": "x", "distill.stores": [str(tmp_path / "no")]}]
+    )
+    with pytest.raises(FileNotFoundError, match="row 'x'.*not a soft-label store"):
+        run_experiment(missing, progress=False)
+    assert not (tmp_path / "exp" / "runs").exists()

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from liser import shards
 from liser import store as st
 from liser.audio import load_audio, window_starts
 from liser.config import FrontEndConfig, LabelConfig
@@ -26,7 +27,7 @@ SR = 16000
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     """Real media files: H.264/AAC mp4 and MPEG-4/PCM avi with a face, a Matroska file, audio
-    files, and bad ones (no audio, truncated, 0 bytes)."""
+    files, and bad ones (no audio, truncated, 0 bytes, a dangling link)."""
     root = tmp_path_factory.mktemp("media")
     face_video(root / "talk.mp4", seconds=7.5, fps=10, face_until=4.0, audio=tone(7.5, 220))
     face_video(root / "sub" / "face.mkv", seconds=4.0, fps=10, audio=tone(4.0, 440, seed=1))
@@ -38,6 +39,7 @@ def media(tmp_path_factory):
     data = (root / "talk.mp4").read_bytes()
     (root / "cut.mp4").write_bytes(data[: len(data) // 2])  # truncated
     (root / "empty.mp4").write_bytes(b"")
+    os.symlink(root / "gone.mp4", root / "dangling.mp4")  # a link to nothing
     (root / "notes.txt").write_text("not media")
     return root
 
@@ -104,8 +106,9 @@ def test_label_folder(media, tmp_path):
     assert summary["windows_with_video"] == 6 and summary["windows_with_face"] == 3
     assert summary["hours"] == pytest.approx((7.5 + 4 + 2.5 + 5) / 3600, abs=1e-4)
     skipped = {os.path.basename(k): v["reason"] for k, v in header["skipped"].items()}
-    assert set(skipped) == {"short.flac", "silent_film.mp4", "cut.mp4", "empty.mp4"}
+    assert set(skipped) == {"short.flac", "silent_film.mp4", "cut.mp4", "empty.mp4", "dangling.mp4"}
     assert "no audio stream" in skipped["silent_film.mp4"] and "empty" in skipped["empty.mp4"]
+    assert "not found" in skipped["dangling.mp4"]
     assert "shorter than 1.0 s" in skipped["short.flac"]
     assert header["teachers"]["video"]["classes"] == [f"face{i}" for i in range(7)]
     assert header["n_frames"] == 301 and header["hop_seconds"] == 3.0
@@ -245,7 +248,7 @@ def test_kill_during_labeling_then_resume(media, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert st.shard_paths(store), "no shard was written before the kill"
-    done = st.done_clips(store)
+    done = shards.done_clips(store)
     assert str(src / "a_long.wav") not in done  # killed in the middle of the long file
     counting = CountingAudio()
     label(

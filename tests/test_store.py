@@ -5,6 +5,7 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 
+from liser import shards
 from liser import store as st
 from liser.config import FrontEndConfig
 
@@ -38,7 +39,7 @@ def make_store(path, clips: int = 5, per_clip: int = 7, shard_windows: int = 10)
     header = st.new_header(FRONTEND, 0.1, 0.1, 0.05)
     header["teachers"] = {"audio": AUDIO, "video": VIDEO}
     st.write_header(path, header)
-    writer = st.ShardWriter(path, shard_windows)
+    writer = shards.ShardWriter(path, shard_windows)
     for c in range(clips):
         writer.add(rows(f"c{c}", c * per_clip, per_clip))
         writer.complete(f"c{c}")
@@ -110,7 +111,7 @@ def test_reading_holds_one_buffer_not_the_store(tmp_path, monkeypatch):
 def test_rows_of_another_teacher_are_masked(tmp_path):
     path = tmp_path / "s"
     make_store(path, clips=1, per_clip=4)
-    writer = st.ShardWriter(path, 10)
+    writer = shards.ShardWriter(path, 10)
     writer.add(rows("old", 100, 4, audio_fp="stale", video_fp=None))
     writer.complete("old")
     writer.close()
@@ -123,7 +124,7 @@ def test_rows_of_another_teacher_are_masked(tmp_path):
 def test_no_teacher_gives_empty_probs(tmp_path):
     header = st.new_header(FRONTEND, 0.1, 0.1, 0.05)
     st.write_header(tmp_path, header)
-    writer = st.ShardWriter(tmp_path, 10)
+    writer = shards.ShardWriter(tmp_path, 10)
     r = rows("a", 0, 3, video=False, audio_fp=None, video_fp=None)
     r["audio_probs"] = r["audio_confidence"] = [None] * 3
     writer.add(r)
@@ -137,7 +138,7 @@ def test_no_teacher_gives_empty_probs(tmp_path):
 def test_repair_drops_incomplete_clips_and_temporary_files(tmp_path):
     path = tmp_path / "s"
     make_store(path, clips=2, per_clip=3)
-    writer = st.ShardWriter(path, 2)
+    writer = shards.ShardWriter(path, 2)
     writer.add(rows("half", 50, 3))  # a clip cut by a crash: rows in a shard, never completed
     writer.add(rows("whole", 60, 2))
     writer.complete("whole")
@@ -145,26 +146,26 @@ def test_repair_drops_incomplete_clips_and_temporary_files(tmp_path):
     writer.add(rows("lost", 70, 2))  # only its rows, no completion anywhere
     writer.flush()
     (path / "shards" / ".part-000009.parquet.123.tmp").write_bytes(b"half a shard")
-    assert st.done_clips(path) == {"c0", "c1", "whole"}
-    assert st.repair_store(path) == ["half", "lost"]
+    assert shards.done_clips(path) == {"c0", "c1", "whole"}
+    assert shards.repair_store(path) == ["half", "lost"]
     table = ds.dataset(path / "shards").to_table()
     assert sorted(set(table["clip"].to_pylist())) == ["c0", "c1", "whole"]
     assert table.num_rows == 8 and len(set(table["window_id"].to_pylist())) == 8
     assert not list((path / "shards").glob(".*")) and len(st.shard_paths(path)) == 2
-    assert st.repair_store(path) == []
+    assert shards.repair_store(path) == []
 
 
 def test_shard_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "s"
     make_store(path, clips=1, per_clip=3)
     before = st.shard_paths(path)
-    writer = st.ShardWriter(path, 2)
+    writer = shards.ShardWriter(path, 2)
     writer.add(rows("new", 10, 3))
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(st.pq.ParquetWriter, "add_key_value_metadata", crash)
+    monkeypatch.setattr(shards.pq.ParquetWriter, "add_key_value_metadata", crash)
     with pytest.raises(KeyboardInterrupt):
         writer.flush()
     assert st.shard_paths(path) == before  # nothing half-written under a readable name
@@ -175,7 +176,7 @@ def test_shard_write_is_atomic(tmp_path, monkeypatch):
 def test_writer_streams_row_groups(tmp_path):
     header = st.new_header(FRONTEND, 0.1, 0.1, 0.05)
     st.write_header(tmp_path, header)
-    writer = st.ShardWriter(tmp_path, shard_windows=1000)
+    writer = shards.ShardWriter(tmp_path, shard_windows=1000)
     for c in range(2):
         writer.add(rows(f"c{c}", c * 200, 200))
         writer.complete(f"c{c}")
@@ -185,7 +186,7 @@ def test_writer_streams_row_groups(tmp_path):
     assert writer.discard("c1")  # its rows are in the file already: repair_store's job
     writer.close()
     store = st.open_store(tmp_path)
-    assert len(store) == 400 and st.done_clips(tmp_path) == {"c0", "c1"}
+    assert len(store) == 400 and shards.done_clips(tmp_path) == {"c0", "c1"}
     assert st.pq.read_metadata(store.shards[0]).num_row_groups == 2  # 256 + 144 rows
 
 

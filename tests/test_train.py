@@ -37,8 +37,9 @@ def config(manifest, out, **changes) -> TrainConfig:
         output_dir=str(out),
         frontend=FRONTEND,
         student=StudentConfig(conv_channels=(4, 8), lstm_hidden=8, dropout=0.1),
-        data=DataConfig(manifest=str(manifest), folds="speaker", n_folds=2, val_fraction=0.5,
-                        cache_dir=""),  # fmt: skip
+        data=DataConfig(
+            manifest=str(manifest), folds="speaker", n_folds=2, val_fraction=0.5, cache_dir=""
+        ),  # fmt: skip
         optim=OptimConfig(batch_size=4, epochs=3, patience=0, lr=5e-3),
         augment=AugmentConfig(time_masks=1, time_mask_frames=5, freq_masks=1, freq_mask_bins=2),
     )
@@ -57,7 +58,10 @@ def store_of(path, n=32, frontend=FRONTEND, seed=0, **kwargs):
     """A store of n toy windows whose audio teacher is perfect (one-hot on the true class)."""
     rng = np.random.default_rng(seed)
     labels = [i % 2 for i in range(n)]
-    waves = [emotion_tone(c, 0.6, rng.uniform(-0.1, 0.1), 1, seed=seed * 1000 + i) for i, c in enumerate(labels)]
+    waves = [
+        emotion_tone(c, 0.6, rng.uniform(-0.1, 0.1), 1, seed=seed * 1000 + i)
+        for i, c in enumerate(labels)
+    ]
     kwargs.setdefault("audio_probs", [np.eye(2)[c] for c in labels])
     kwargs.setdefault("audio_classes", CLASSES)
     return soft_label_store(path, frontend, waves, **kwargs)
@@ -170,8 +174,13 @@ def test_perfect_teacher_lifts_student_trained_on_few_labels(tmp_path):
         tmp_path / "supervised",
         frontend=frontend,
         student=StudentConfig(conv_channels=(8, 16, 32), lstm_hidden=16, dropout=0.1),
-        data=DataConfig(manifest=str(manifest), folds="column", val_fraction=0.34,
-                        label_fraction=0.19, cache_dir=str(tmp_path / "cache")),  # fmt: skip
+        data=DataConfig(
+            manifest=str(manifest),
+            folds="column",
+            val_fraction=0.34,
+            label_fraction=0.19,
+            cache_dir=str(tmp_path / "cache"),
+        ),  # fmt: skip
         optim=OptimConfig(batch_size=2, epochs=15, patience=0, lr=5e-3),
         augment=AugmentConfig(time_masks=1, time_mask_frames=8, freq_masks=1, freq_mask_bins=4),
     )
@@ -212,9 +221,9 @@ def test_stores_are_checked_and_mixed(tmp_path):
     batches.close()
     assert seen["audio"] > 0 and seen["video"] > 0
     # Same epoch, same stream; another epoch, another order.
-    first = [b["features"] for _, b in zip(range(3), stream.epoch(1, 4))]
-    again = [b["features"] for _, b in zip(range(3), stream.epoch(1, 4))]
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    first = [b["features"] for _, b in zip(range(3), stream.epoch(1, 4), strict=False)]
+    again = [b["features"] for _, b in zip(range(3), stream.epoch(1, 4), strict=False)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
     other = store_of(tmp_path / "other", n=4, frontend=replace(FRONTEND, n_mels=20))
     with pytest.raises(StoreError, match="front-end"):
@@ -277,7 +286,9 @@ def test_ddp_two_processes_match_one(corpus, tmp_path):
     cfg = config(corpus, tmp_path / "one", **{"distill.stores": (str(store),), "student.dropout": 0.0,
                  "optim.batch_size": 4, "optim.epochs": 2})  # fmt: skip
     single = train(cfg, progress=False)
-    (tmp_path / "cfg.json").write_text(json.dumps(to_dict(replace(cfg, output_dir=str(tmp_path / "two")))))
+    (tmp_path / "cfg.json").write_text(
+        json.dumps(to_dict(replace(cfg, output_dir=str(tmp_path / "two"))))
+    )
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -287,7 +298,7 @@ def test_ddp_two_processes_match_one(corpus, tmp_path):
     double = json.loads((tmp_path / "ddp.json").read_text())
     assert [h["stage"] for h in double["history"]] == [h["stage"] for h in single["history"]]
     # Same global batches and initial weights; only BatchNorm statistics (per process) differ.
-    for a, b in zip(single["history"], double["history"]):
+    for a, b in zip(single["history"], double["history"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=0.1, abs=0.05)
     assert double["test"]["n"] == single["test"]["n"]
     assert abs(double["test"]["uar"] - single["test"]["uar"]) <= 0.25

@@ -208,11 +208,14 @@ def write_corpus(
     todo = [(p, spec, str(root)) for p in plans]
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     _run(todo, workers, progress)
+    from ..manifest import normalize_manifest, write_manifest
+
     manifests = {}
-    table = manifest_of(plans, root)
+    table = normalize_manifest(manifest_of(plans, root))
     for split in SPLITS:
         df = table[table.split == split].reset_index(drop=True)
-        _atomic_write(root / f"{split}.csv", df.to_csv(index=False))
+        relative = df.assign(path=[str(Path(p).relative_to(root.resolve())) for p in df.path])
+        write_manifest(relative, root / f"{split}.csv")  # relative paths: the folder can move
         manifests[split] = df
     return manifests
 

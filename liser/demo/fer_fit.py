@@ -1,0 +1,184 @@
+"""The demo's video teacher: a small facial-expression CNN fitted on the labeled clips' faces.
+
+Faces are found and cropped exactly as ``liser.teachers.video.VideoTeacher`` does when it labels
+(same detector, margin and crop size), so the model sees at labeling time what it saw in training.
+The model is saved as TorchScript with a ``classes.json``, a FER SPEC folder that
+``liser.teachers.load_video_teacher`` (and ``liser label --video-teacher``) accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+CROP_SIZE = 48  # pixels, square gray face crops (FER2013's size)
+HAAR_FILE = "haarcascade_frontalface_default.xml"
+
+
+def haar_cascade() -> Path:
+    """OpenCV's frontal-face Haar cascade as shipped in the opencv-python wheel."""
+    import cv2
+
+    path = Path(cv2.data.haarcascades) / HAAR_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: OpenCV's Haar cascade is missing from this OpenCV install; "
+            "pass --face-detector with a Haar .xml or BlazeFace .tflite file"
+        )
+    return path
+
+
+class TinyFER(nn.Module):
+    """Three conv blocks and a linear layer: gray crops (N, 1, 48, 48) -> logits (N, C)."""
+
+    def __init__(self, n_classes: int, channels: tuple[int, ...] = (16, 32, 64)):
+        super().__init__()
+        layers, c_in = [], 1
+        for c_out in channels:
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(c_in, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x).mean(dim=(2, 3))
+        return self.head(self.dropout(x))
+
+
+def face_crops(
+    df: pd.DataFrame,
+    classes: tuple[str, ...],
+    detector_path: str | Path,
+    frame_rate: float = 10.0,
+    margin: float = 0.2,
+    progress=None,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """Face crops of the labeled videos of ``df``: uint8 (N, 48, 48), labels (N,), skipped files.
+
+    Frames are sampled at ``frame_rate``; frames without a face are left out.
+    """
+    from ..teachers.faces import crop_face, largest_face, load_face_detector
+    from ..video_io import VideoError, iter_frames
+
+    detector = load_face_detector(detector_path)
+    crops, labels, skipped = [], [], []
+    task = progress.add_task("face crops", total=len(df)) if progress is not None else None
+    for row in df.itertuples(index=False):
+        try:
+            for _, frame in iter_frames(row.path, frame_rate):
+                box = largest_face(detector.detect(frame))
+                if box is not None:
+                    crops.append(crop_face(frame, box, (CROP_SIZE, CROP_SIZE), margin, gray=True))
+                    labels.append(classes.index(row.label))
+        except VideoError as error:
+            skipped.append((str(row.path), str(error)))
+        if task is not None:
+            progress.advance(task)
+    if task is not None:
+        progress.remove_task(task)
+    if not crops:
+        raise ValueError("no face found in any labeled video: cannot fit the video teacher")
+    return np.stack(crops), np.array(labels, dtype=np.int64), skipped
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random shift (+-4 px), horizontal flip, brightness and contrast: x (B, 1, H, W) in [-1, 1]."""
+    b = x.shape[0]
+    pad = F.pad(x, (4, 4, 4, 4), mode="replicate")
+    dx, dy = torch.randint(0, 9, (2, b), generator=generator)
+    x = torch.stack([pad[i, :, dy[i] : dy[i] + x.shape[2], dx[i] : dx[i] + x.shape[3]] for i in range(b)])
+    flip = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    gain = 0.7 + 0.6 * torch.rand(b, 1, 1, 1, generator=generator)
+    shift = 0.3 * (torch.rand(b, 1, 1, 1, generator=generator) - 0.5)
+    return (x * gain + shift).clamp(-1.5, 1.5)
+
+
+def fit_face_model(
+    crops: np.ndarray, labels: np.ndarray, n_classes: int, epochs: int = 8, seed: int = 0
+) -> TinyFER:
+    """Train a ``TinyFER`` on crops (N, 48, 48) uint8 with class labels (N,); eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = TinyFER(n_classes)
+    x = torch.from_numpy(crops).float().div(255.0).sub(0.5).div(0.5)[:, None]  # as FERModel does
+    y = torch.from_numpy(labels)
+    batch = 64
+    steps = max(1, len(x) // batch) * epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(max(1, len(x) // batch)):
+            idx = order[i * batch : (i + 1) * batch]
+            loss = F.cross_entropy(model(_augment(x[idx], generator)), y[idx], label_smoothing=0.05)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+def save_face_model(model: TinyFER, classes: tuple[str, ...], folder: str | Path) -> Path:
+    """Write ``folder/model.pt`` (TorchScript) and ``folder/classes.json``, atomically."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    example = torch.zeros(1, 1, CROP_SIZE, CROP_SIZE)
+    with torch.no_grad():
+        traced = torch.jit.trace(model.eval(), example)
+    traced.save(str(tmp / "model.pt"))
+    spec = {
+        "classes": list(classes),
+        "input": {
+            "size": [CROP_SIZE, CROP_SIZE],
+            "color": "gray",
+            "layout": "NCHW",
+            "mean": [0.5],
+            "std": [0.5],
+            "output": "logits",
+        },
+    }
+    (tmp / "classes.json").write_text(json.dumps(spec, indent=2) + "\n")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def fit_video_teacher(
+    labeled: pd.DataFrame,
+    classes: tuple[str, ...],
+    folder: str | Path,
+    detector_path: str | Path,
+    margin: float = 0.2,
+    epochs: int = 8,
+    seed: int = 0,
+    progress=None,
+) -> dict:
+    """Fit the demo's FER model on the faces of ``labeled`` videos and save it to ``folder``.
+
+    Returns {"path", "crops", "train_accuracy", "skipped"}.
+    """
+    crops, labels, skipped = face_crops(labeled, classes, detector_path, margin=margin, progress=progress)
+    model = fit_face_model(crops, labels, len(classes), epochs, seed)
+    with torch.no_grad():
+        x = torch.from_numpy(crops).float().div(255.0).sub(0.5).div(0.5)[:, None]
+        accuracy = float((model(x).argmax(1).numpy() == labels).mean())
+    path = save_face_model(model, classes, folder)
+    return {"path": str(path), "crops": int(len(crops)), "train_accuracy": accuracy, "skipped": skipped}

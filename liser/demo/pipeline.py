@@ -1,0 +1,290 @@
+"""``liser demo``: the whole LiSER method on the procedural corpus, end to end, in minutes.
+
+corpus (wav + mp4 files) -> audio teacher (a wider student fitted on the labeled clips) and video
+teacher (a FER CNN fitted on the labeled clips' faces) -> soft labels of the unlabeled videos in a
+store (``liser.label``) -> supervised and distilled students (``liser.train``) -> both scored on
+unseen speakers (``liser.evaluate``) -> ``report.md``.
+
+Every stage goes through the same library functions as the CLI, on real files, and every stage
+resumes: running the same command again on the same folder reuses what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import (
+    AugmentConfig,
+    DataConfig,
+    DistillConfig,
+    FrontEndConfig,
+    LabelConfig,
+    OptimConfig,
+    StudentConfig,
+    TrainConfig,
+    VideoTeacherConfig,
+)
+from .corpus import CLASSES, SIZES, write_corpus
+
+# A 20 ms hop halves the cost of every stage against the default 10 ms; 64 mels keep the
+# harmonics of the voice (the pitch cues) resolved.
+DEMO_FRONTEND = FrontEndConfig(hop_seconds=0.02)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What ``liser demo --size`` runs: corpus size, models and training lengths."""
+
+    corpus: str  # a key of ``corpus.SIZES``
+    epochs: int  # students
+    teacher_epochs: int  # the audio teacher
+    fer_epochs: int  # the video teacher
+    batch_size: int = 16
+    unlabeled_ratio: float = 2.0  # unlabeled windows per labeled clip in each step
+    frontend: FrontEndConfig = DEMO_FRONTEND
+    student: StudentConfig = field(
+        default_factory=lambda: StudentConfig(conv_channels=(8, 16, 32, 32), lstm_hidden=32)
+    )
+    teacher: StudentConfig = field(  # the audio teacher: a wider student, as issue #3 allows
+        default_factory=lambda: StudentConfig(conv_channels=(16, 32, 64, 64), lstm_hidden=64)
+    )
+
+
+SETTINGS = {
+    "small": DemoSettings("small", epochs=40, teacher_epochs=40, fer_epochs=6),
+    "full": DemoSettings("full", epochs=40, teacher_epochs=40, fer_epochs=8),
+}
+
+
+class _Stages:
+    """Titles of the demo's stages on the console, and the seconds each took."""
+
+    def __init__(self, console):
+        self.console, self.seconds, self.name, self.tick = console, {}, None, 0.0
+
+    def start(self, name: str, title: str) -> None:
+        self.stop()
+        self.name, self.tick = name, time.perf_counter()
+        self.console.rule(f"[bold]{title}")
+
+    def stop(self) -> None:
+        if self.name is not None:
+            self.seconds[self.name] = round(time.perf_counter() - self.tick, 1)
+        self.name = None
+
+
+def _console(progress: bool):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=not progress)
+
+
+def train_config(
+    name: str,
+    out: Path,
+    settings: DemoSettings,
+    student: StudentConfig,
+    epochs: int,
+    seed: int,
+    stores: tuple[str, ...] = (),
+) -> TrainConfig:
+    """The ``TrainConfig`` of one demo run: train on the labeled speakers (fold 2), test on the
+    unseen speakers (fold 1), no validation split (too few speakers): the last epoch is kept."""
+    return TrainConfig(
+        name=name,
+        output_dir=str(out / "runs" / name),
+        seed=seed,
+        device="cpu",
+        frontend=settings.frontend,
+        student=student,
+        data=DataConfig(
+            manifest=str(out / "corpus" / "train.csv"),
+            classes=CLASSES,
+            folds="column",
+            fold=1,
+            val_fraction=0.0,
+            cache_dir=str(out / "cache" / "features"),
+        ),
+        optim=OptimConfig(epochs=epochs, batch_size=settings.batch_size, patience=0),
+        augment=AugmentConfig(time_mask_frames=12, freq_mask_bins=8),
+        distill=DistillConfig(stores=stores, unlabeled_ratio=settings.unlabeled_ratio),
+    )
+
+
+def _train_manifest(manifests: dict[str, pd.DataFrame], path: Path) -> Path:
+    """labeled (fold 2) + test (fold 1) clips in one manifest, for ``folds="column"``."""
+    from ..manifest import write_manifest
+
+    df = pd.concat(
+        [manifests["test"].assign(fold=1), manifests["labeled"].assign(fold=2)], ignore_index=True
+    )
+    return write_manifest(df, path)
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> Path:
+    """Copy a checkpoint folder (atomically: temp name, then rename)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("train_state.*"))
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return dst
+
+
+def _fit_video_teacher(out, manifests, detector, settings, seed, console, progress) -> Path:
+    from rich.progress import Progress
+
+    from .fer_fit import fit_video_teacher
+
+    folder = out / "teachers" / "video"
+    info_path = out / "teachers" / "video.json"
+    if (folder / "classes.json").is_file() and info_path.is_file():
+        return folder
+    with Progress(console=console, disable=not progress, transient=True) as bar:
+        info = fit_video_teacher(
+            manifests["labeled"], CLASSES, folder, detector, epochs=settings.fer_epochs,
+            seed=seed, progress=bar,
+        )  # fmt: skip
+    info_path.write_text(json.dumps(info, indent=1))
+    console.print(
+        f"video teacher: {info['crops']} face crops, train accuracy {100 * info['train_accuracy']:.1f} %"
+    )
+    return folder
+
+
+def teacher_agreement(store_dir: Path, unlabeled: pd.DataFrame) -> dict:
+    """Accuracy of each teacher on the store's windows against the hidden labels of the
+    unlabeled clips (which training never reads): {"audio": acc, "video": acc, "windows": n,
+    "video_masked": share of windows without a video label}."""
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(store_dir / "shards").to_table(columns=["source", "audio_probs", "video_probs"])
+    truth = {str(Path(p).resolve()): label for p, label in zip(unlabeled.path, unlabeled.true_label)}
+    rows = table.to_pylist()
+    result = {"windows": len(rows)}
+    for kind, classes in (("audio", CLASSES), ("video", None)):
+        header = json.loads((store_dir / "store.json").read_text())
+        names = (header["teachers"].get(kind) or {}).get("classes") or classes
+        hits, seen = 0, 0
+        for row in rows:
+            probs = row[f"{kind}_probs"]
+            if probs is None:
+                continue
+            seen += 1
+            hits += names[int(np.argmax(probs))] == truth.get(str(Path(row["source"]).resolve()))
+        result[kind] = hits / seen if seen else None
+        if kind == "video":
+            result["video_masked"] = 1 - seen / len(rows) if rows else None
+    return result
+
+
+def run_demo(
+    out_dir: str | Path = "demo-out",
+    size: str = "full",
+    seed: int = 0,
+    video_teacher: str | None = None,
+    face_detector: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run the demo into ``out_dir``; return the results (also in ``out_dir/results.json``).
+
+    size: "small" (CI, under 2 minutes on 2 cores) or "full" (under 5 minutes).
+    video_teacher: a FER SPEC (e.g. the real mini-Xception .hdf5) instead of the FER CNN the demo
+    fits on the labeled faces; face_detector: a Haar .xml or BlazeFace .tflite (default: OpenCV's
+    Haar cascade).
+    """
+    from ..evaluate import evaluate_checkpoint
+    from ..label import label
+    from ..teachers import load_audio_teacher, load_video_teacher
+    from ..train import train
+    from .fer_fit import haar_cascade
+    from .report import print_table, write_report
+
+    if size not in SETTINGS:
+        raise ValueError(f"unknown demo size '{size}'; use one of {', '.join(SETTINGS)}")
+    settings = SETTINGS[size]
+    out = Path(out_dir).expanduser().absolute()
+    console = _console(progress)
+    stages = _Stages(console)
+    console.rule(f"[bold]liser demo ({size}, seed {seed}) -> {out}")
+    stages.start("corpus", "1/6 corpus: synthetic speakers, speech and rendered faces")
+    manifests = write_corpus(out / "corpus", SIZES[settings.corpus], seed, progress=progress)
+    train_csv = _train_manifest(manifests, out / "corpus" / "train.csv")
+    console.print(
+        f"{len(manifests['labeled'])} labeled clips ({manifests['labeled'].speaker.nunique()} speakers), "
+        f"{len(manifests['unlabeled'])} unlabeled videos ({manifests['unlabeled'].speaker.nunique()} speakers), "
+        f"{len(manifests['test'])} test clips ({manifests['test'].speaker.nunique()} unseen speakers)"
+    )
+
+    stages.start("audio_teacher", "2/6 audio teacher: a wider student on the labeled clips")
+    audio_metrics = train(
+        train_config("audio-teacher", out, settings, settings.teacher, settings.teacher_epochs, seed),
+        progress=progress,
+    )
+    audio_spec = audio_metrics["checkpoint"]
+
+    stages.start("video_teacher", "3/6 video teacher: facial expressions of the labeled clips")
+    detector = str(face_detector or haar_cascade())
+    fer_spec = str(video_teacher) if video_teacher else str(
+        _fit_video_teacher(out, manifests, detector, settings, seed, console, progress)
+    )
+
+    stages.start("label", "4/6 label the unlabeled videos with both teachers")
+    video_config = VideoTeacherConfig(spec=fer_spec, face_detector=detector)
+    label_config = LabelConfig(frontend=settings.frontend, device="cpu", video=video_config)
+    store = out / "store"
+    summary = label(
+        out / "corpus" / "unlabeled.csv",
+        store,
+        label_config,
+        audio_teacher=load_audio_teacher(audio_spec, device="cpu"),
+        video_teacher=load_video_teacher(fer_spec, detector, video_config),
+        progress=progress,
+    )
+    agreement = teacher_agreement(store, manifests["unlabeled"])
+
+    stages.start("supervised", "5/6 students: supervised (labeled clips only) and distilled")
+    runs = {}
+    runs["supervised"] = train(
+        train_config("supervised", out, settings, settings.student, settings.epochs, seed), progress
+    )
+    stages.start("distilled", "5/6 students: distilled (labeled clips + teachers on unlabeled videos)")
+    runs["distilled"] = train(
+        train_config("distilled", out, settings, settings.student, settings.epochs, seed, (str(store),)),
+        progress,
+    )
+
+    stages.start("evaluate", "6/6 evaluate on unseen speakers and write the report")
+    test_csv = out / "corpus" / "test.csv"
+    evaluations = {}
+    for name, metrics in runs.items():
+        folder = _copy_checkpoint(Path(metrics["checkpoint"]), out / "students" / name)
+        evaluations[name] = evaluate_checkpoint(
+            folder, test_csv, out / "students" / name / "eval-test", device="cpu", progress=progress
+        )
+    evaluations["audio teacher"] = evaluate_checkpoint(
+        audio_spec, test_csv, out / "teachers" / "audio-eval-test", device="cpu", progress=progress
+    )
+    stages.stop()
+    results = {
+        "size": size,
+        "seed": seed,
+        "out": str(out),
+        "corpus": {k: int(len(v)) for k, v in manifests.items()},
+        "speakers": {k: int(v.speaker.nunique()) for k, v in manifests.items()},
+        "store": summary,
+        "teacher_agreement": agreement,
+        "test": {k: {"uar": v["uar"], "war": v["war"], "macro_f1": v["macro_f1"]} for k, v in evaluations.items()},
+        "seconds": stages.seconds,
+        "train_csv": str(train_csv),
+    }
+    write_report(out, results, evaluations, runs)
+    print_table(results, console)
+    return results
