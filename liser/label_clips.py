@@ -220,6 +220,8 @@ def clip_windows(clip: Clip, config: LabelConfig, logmel, video_teacher=None) ->
     cutter = WindowCutter(
         fe.window_samples, round(config.hop_seconds * sr), round(config.min_seconds * sr), fe.pad
     )
+    if not Path(clip.path).exists():
+        raise AudioError(clip.path, "file not found")
     frames = None
     if video_teacher is not None and clip.has_video and probe(clip.path).has_video:
         frames = FrameWindows(clip.path, config.video.frame_rate, clip.start, clip.end)

@@ -194,6 +194,15 @@ def share(n: int, rank: int, world: int) -> np.ndarray:
     return np.array_split(np.arange(n), world)[rank]
 
 
+def mean_over_processes(values: list[float], device, world: int) -> list[float]:
+    """The mean of each value over all processes (for logging losses)."""
+    if world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return (tensor / world).tolist()
+
+
 def broadcast_floats(values: list[float], device, world: int) -> list[float]:
     """Process 0's values, on every process."""
     if world == 1:

@@ -65,8 +65,9 @@ class Run:
                 )
                 for name in ("train", "val", "test")
             }
-        if len(self.sets["train"]) == 0:
-            raise ValueError(f"{data.manifest}: no usable training clip in fold {data.fold}")
+        for name in ("train", "test"):
+            if len(self.sets[name]) == 0:
+                raise ValueError(f"{data.manifest}: no usable {name} clip in fold {data.fold}")
         if config.frontend.normalize == "global":
             train = self.sets["train"]
             raw = (
@@ -273,7 +274,9 @@ class Run:
             if unlabeled is not None:
                 unlabeled.close()
             self.progress.remove_task(task)
-        result = {k: v / self.steps for k, v in sums.items()}
+        keys = sorted(sums)
+        means = T.mean_over_processes([sums[k] / self.steps for k in keys], self.device, self.world)
+        result = dict(zip(keys, means, strict=True))
         result["lr"] = self.scheduler.get_last_lr()[0]
         return result
 

@@ -264,11 +264,6 @@ def predict_cli(checkpoint, folder, out) -> tuple[list[dict], str]:
     return json.loads(out.read_text()), result.output
 
 
-def listed(cases):
-    """The cases a folder scan sees (dangling links: test_label_reports_dangling_links)."""
-    return [c for c in cases if not c.path.is_symlink()]
-
-
 def test_cli_predict_on_a_folder_of_bad_audio(audio_corpus, checkpoint, tmp_path):
     root, cases, in_loop = audio_corpus
     results, output = predict_cli(checkpoint, root, tmp_path / "out.json")
@@ -319,7 +314,6 @@ def test_cli_label_on_a_folder_of_bad_audio(audio_corpus, checkpoint, tmp_path):
     it again (unchanged) on the next run. Streaming judges silence per window: silent and too
     short files get no window."""
     root, cases, in_loop = audio_corpus
-    cases = listed(cases)
     store = tmp_path / "store"
     command = ["label", str(root), "-o", str(store), "--audio-teacher", str(checkpoint),
                "--set", "min_seconds=0.1", "--quiet"]  # fmt: skip
@@ -389,12 +383,6 @@ def test_cli_label_on_a_folder_of_bad_videos(video_corpus, checkpoint, tmp_path)
     check_all(cases, check)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="label_clips.list_clips keeps only p.is_file(), so `liser label` drops a dangling "
-    "symlink without a word; it should list it in store.json's skipped files ('file not found'), "
-    "as `liser predict` and the manifest builders do",
-)
 def test_label_reports_dangling_links(tmp_path):
     import os
 

@@ -297,9 +297,10 @@ def test_ddp_two_processes_match_one(corpus, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     double = json.loads((tmp_path / "ddp.json").read_text())
     assert [h["stage"] for h in double["history"]] == [h["stage"] for h in single["history"]]
-    # Same global batches and initial weights; only BatchNorm statistics (per process) differ.
+    # Same global batches and initial weights; only BatchNorm statistics (per process) differ
+    # (losses agree to ~2 % here).
     for a, b in zip(single["history"], double["history"], strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=0.1, abs=0.05)
+        assert a["loss"] == pytest.approx(b["loss"], rel=0.06)
     assert double["test"]["n"] == single["test"]["n"]
     assert abs(double["test"]["uar"] - single["test"]["uar"]) <= 0.25
 

@@ -286,5 +286,5 @@ def run_demo(
         "train_csv": str(train_csv),
     }
     write_report(out, results, evaluations, runs)
-    print_table(results, console)
+    print_table(results, _console(True))
     return results

@@ -39,8 +39,9 @@ class Clips:
         return len(self.rows)
 
     @classmethod
-    def load(cls, df, classes, window: int, hop: int, progress: bool = True) -> Clips:
-        """Decode each clip once to count its windows; unreadable clips are skipped (logged)."""
+    def load(cls, df, classes, window: int, hop: int, progress: bool = True, cache=None) -> Clips:
+        """Count each clip's windows: from its entry in ``cache`` (a folder of per-clip arrays)
+        when there is one, else by decoding it; unreadable clips are skipped (logged)."""
         from rich.progress import track
 
         index = {c: i for i, c in enumerate(classes)}
@@ -50,10 +51,15 @@ class Clips:
         ):
             if row.label not in index:
                 continue
-            wave = _read(row)
-            if wave is None:
-                continue
-            k = len(clip_windows(wave, window, hop)[0])
+            entry = cache / f"{clip_key(row, window, hop)}.npz" if cache else None
+            if entry is not None and entry.is_file():
+                with np.load(entry) as f:
+                    k = len(f["pooled"])
+            else:
+                wave = _read(row)
+                if wave is None:
+                    continue
+                k = len(clip_windows(wave, window, hop)[0])
             owner += [len(rows)] * k
             rows.append(row)
             labels.append(index[row.label])
@@ -79,11 +85,14 @@ class Clips:
         return np.stack(waves), np.array(lengths)
 
     def key(self, i: int) -> str:
-        """Cache key of clip ``i``: path, size, mtime, start, duration, window, hop."""
-        row = self.rows[i]
-        stat = os.stat(row.path)
-        text = f"{row.path}|{stat.st_size}|{stat.st_mtime_ns}|{row.start}|{row.duration}|{self.window}|{self.hop}"
-        return hashlib.sha1(text.encode()).hexdigest()
+        return clip_key(self.rows[i], self.window, self.hop)
+
+
+def clip_key(row, window: int, hop: int) -> str:
+    """Cache key of a manifest row's windows: path, size, mtime, start, duration, window, hop."""
+    stat = os.stat(row.path)
+    text = f"{row.path}|{stat.st_size}|{stat.st_mtime_ns}|{row.start}|{row.duration}|{window}|{hop}"
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def _read(row, strict: bool = False) -> np.ndarray | None:

@@ -50,8 +50,10 @@ def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path
     encoder.to(device)
     window = round(config.window_seconds * SAMPLE_RATE)
     hop = round(config.hop_seconds * SAMPLE_RATE)
+    counts = _cache_dir(config, fingerprint, "pooled") if config.freeze_encoder else None
     data = {
-        k: Clips.load(splits[k], classes, window, hop, progress) for k in ("train", "val", "test")
+        k: Clips.load(splits[k], classes, window, hop, progress, counts)
+        for k in ("train", "val", "test")
     }
     head = PoolingHead(
         encoder.n_hidden, encoder.dim, len(classes), config.layer, config.head_dropout
