@@ -191,6 +191,18 @@ def spec_augment(x: torch.Tensor, draws: dict) -> torch.Tensor:
     return torch.where(masked, fill, x)
 
 
+def mixup(x: torch.Tensor, alpha: float, rng: np.random.Generator):
+    """Mixup (Zhang et al. 2018) in place: ``x <- lam x + (1 - lam) x[perm]``, lam ~ Beta(alpha,
+    alpha). Returns (lam, perm) for the loss ``lam CE(y) + (1 - lam) CE(y[perm])``, or None when
+    off (alpha 0) or the batch has one example."""
+    if alpha <= 0 or len(x) < 2:
+        return None
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.from_numpy(rng.permutation(len(x)))
+    x.copy_(lam * x + (1 - lam) * x[perm])
+    return lam, perm
+
+
 # --------------------------------------------------------------------------------------------
 # Evaluation windows
 

@@ -256,7 +256,11 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
     elif mode == "speaker":
         folds = list(range(1, config.data.n_folds + 1))
     else:
-        folds = sorted({int(f) for f in df["fold"]})
+        if "fold" not in df.columns:
+            raise ValueError(f"{config.data.manifest}: folds 'column' needs a 'fold' column")
+        import pandas as pd
+
+        folds = sorted({int(f) for f in pd.to_numeric(df["fold"], errors="coerce").dropna()})
     out = Path(config.output_dir).expanduser()
     tests, rows = [], []
     for fold in folds:

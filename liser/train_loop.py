@@ -84,6 +84,11 @@ class Run:
         self.stream, self.use = None, {"audio": False, "video": False}
         distill = config.distill
         if distill.stores:
+            if distill.teachers not in ("both", "audio", "video"):
+                raise ValueError(
+                    f"distill.teachers must be both|audio|video, got {distill.teachers!r}"
+                )
+            DistillationLoss(distill.loss, distill.weighting)  # unknown names fail here, not later
             if config.frontend.normalize == "global":
                 raise ValueError("distillation needs normalize 'utterance' or 'none': store features "
                                  "are normalised when labeled, without the student's global statistics")  # fmt: skip
@@ -223,7 +228,8 @@ class Run:
                     inputs.append(x)
                     labeled = len(index)
                     targets = torch.from_numpy(train.labels[index])
-                    mix = self.mixup(x, epoch, step)
+                    seed = [config.seed, epoch, step, self.rank]
+                    mix = D.mixup(x, config.augment.mixup, np.random.default_rng(seed))
                 batch = next(unlabeled) if unlabeled is not None else None
                 if batch is not None:
                     urows = T.share(batch["features"].shape[0], self.rank, self.world)
@@ -280,17 +286,6 @@ class Run:
         result["lr"] = self.scheduler.get_last_lr()[0]
         return result
 
-    def mixup(self, x: torch.Tensor, epoch: int, step: int):
-        """Mix labeled inputs in place with a permutation of the batch: (lam, permutation) or None."""
-        alpha = self.config.augment.mixup
-        if alpha <= 0 or len(x) < 2:
-            return None
-        rng = np.random.default_rng([self.config.seed, epoch, step, self.rank, 11])
-        lam = float(rng.beta(alpha, alpha))
-        perm = torch.from_numpy(rng.permutation(len(x)))
-        x.mul_(lam).add_((1 - lam) * x[perm])
-        return lam, perm
-
     def evaluate(self, name: str) -> dict:
         """Scores (``evaluate.classification_metrics`` + "probs", the clip probabilities) of split
         ``name``: each clip's windows' softmax averaged, in fp32, with process 0's model."""
@@ -302,7 +297,7 @@ class Run:
 
     def end_epoch(self, epoch: int, state: dict, losses: dict, seconds: float) -> None:
         stage = self.stage(epoch)
-        val = {"uar": float("nan"), "war": float("nan")}
+        val = {"uar": None, "war": None}  # no validation in stage 1 or without val clips
         has_val = "val" in self.windows and stage != "distill"
         if has_val:
             if self.rank == 0:

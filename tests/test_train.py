@@ -265,6 +265,10 @@ def test_global_batch_draws_split_across_processes(corpus):
     masked = (whole.amax(dim=1) == whole.amin(dim=1)).sum(dim=1)
     assert (masked <= 10).all() and (masked > 0).any()
     assert ((whole.amax(dim=2) == whole.amin(dim=2)).sum(dim=1) <= 3).all()
+    mixed = whole.clone()
+    lam, perm = D.mixup(mixed, 0.4, np.random.default_rng(0))
+    assert 0 < lam < 1 and torch.allclose(mixed, lam * whole + (1 - lam) * whole[perm])
+    assert D.mixup(whole.clone(), 0.0, np.random.default_rng(0)) is None
     windows, clip_of = D.eval_windows(clips, logmel, hop_seconds=0.25)
     assert windows.shape[1:] == (16, FRONTEND.n_frames)
     assert torch.equal(torch.unique(clip_of), torch.arange(len(clips)))
@@ -306,7 +310,7 @@ def test_ddp_two_processes_match_one(corpus, tmp_path):
 
 
 def test_cv_summarises_all_folds_and_resumes(corpus, tmp_path, monkeypatch):
-    cfg = config(corpus, tmp_path / "cv", **{"optim.epochs": 1})
+    cfg = config(corpus, tmp_path / "cv", **{"optim.epochs": 1, "augment.mixup": 0.2})
     summary = cv(cfg, progress=False)
     assert [r["fold"] for r in summary["folds"]] == [1, 2] and summary["n_folds"] == 2
     uars = [r["uar"] for r in summary["folds"]]
