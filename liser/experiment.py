@@ -200,9 +200,10 @@ def run_experiment(
     console = Console(stderr=True, quiet=not progress)
     # fold by fold: every row's score on the first folds is there before the last fold starts
     cells = [(r, f, s) for f in config.folds for s in config.seeds for r in rows]
+    cells = [(*c, *_cell(config, *c, out)) for c in cells]
+    cells.sort(key=lambda c: not (c[4] / "metrics.json").is_file())  # finished ones read first
     runs, failed, teacher_failed, durations, teachers = [], [], {}, [], []
-    for i, (row, fold, seed) in enumerate(cells, 1):
-        cell, run_dir, prep = _cell(config, row, fold, seed, out)
+    for i, (row, fold, seed, cell, run_dir, prep) in enumerate(cells, 1):
         finished = (run_dir / "metrics.json").is_file()
         if (row.slug not in chosen and not finished) or (teachers_only and prep is None):
             continue
@@ -216,7 +217,7 @@ def run_experiment(
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 check_same_run(metrics["config"], cell, run_dir)
             else:
-                console.rule(where + _eta(durations, cells[i - 1 :], out, chosen))
+                console.rule(where + _eta(durations, cells[i - 1 :], chosen))
                 if prep is not None:
                     if prep in teacher_failed:
                         raise RuntimeError(f"its teacher failed: {teacher_failed[prep]}")
@@ -294,12 +295,8 @@ def _corpus(df) -> str:
     return next(iter(corpora)) if len(corpora) == 1 else ""
 
 
-def _eta(durations: list[float], todo: list, out: Path, chosen: set) -> str:
-    left = sum(
-        r.slug in chosen
-        and not (out / "runs" / r.slug / f"fold-{f}-seed-{s}" / "metrics.json").is_file()
-        for r, f, s in todo
-    )
+def _eta(durations: list[float], todo: list, chosen: set) -> str:
+    left = sum(c[0].slug in chosen and not (c[4] / "metrics.json").is_file() for c in todo)
     if not durations:
         return f" ({left} runs to go)"
     return f" ({left} runs to go, about {np.mean(durations) * left / 60:.0f} min)"

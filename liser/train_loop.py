@@ -300,8 +300,7 @@ class Run:
         val = {"uar": None, "war": None}  # no validation in stage 1 or without val clips
         has_val = "val" in self.windows and stage != "distill"
         if has_val:
-            if self.rank == 0:
-                val = self.evaluate("val")
+            val = self.evaluate("val") if self.rank == 0 else {"uar": 0.0, "war": 0.0}
             val["uar"], val["war"] = T.broadcast_floats(
                 [val["uar"], val["war"]], self.device, self.world
             )

@@ -54,6 +54,9 @@ class TinyFER(nn.Module):
         self.head = nn.Linear(c_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # each crop standardised: skin tone, lighting and contrast say nothing about expression
+        x = x - x.mean(dim=(2, 3), keepdim=True)
+        x = x / (x.square().mean(dim=(2, 3), keepdim=True).sqrt() + 1e-3)
         x = self.features(x).mean(dim=(2, 3))
         return self.head(self.dropout(x))
 
@@ -95,16 +98,21 @@ def face_crops(
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random shift (+-4 px), horizontal flip, brightness and contrast: x (B, 1, H, W) in [-1, 1]."""
+    """Random zoom (0.85-1.15), shift (+-10 %), horizontal flip, gamma, contrast, noise:
+    x (B, 1, H, W) in [-1, 1]."""
     b = x.shape[0]
-    pad = F.pad(x, (4, 4, 4, 4), mode="replicate")
-    dx, dy = torch.randint(0, 9, (2, b), generator=generator)
-    x = torch.stack([pad[i, :, dy[i] : dy[i] + x.shape[2], dx[i] : dx[i] + x.shape[3]] for i in range(b)])
-    flip = torch.rand(b, generator=generator) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    gain = 0.7 + 0.6 * torch.rand(b, 1, 1, 1, generator=generator)
-    shift = 0.3 * (torch.rand(b, 1, 1, 1, generator=generator) - 0.5)
-    return (x * gain + shift).clamp(-1.5, 1.5)
+    u = torch.rand(b, 6, generator=generator)
+    scale = 0.85 + 0.3 * u[:, 0]
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = torch.where(u[:, 1] < 0.5, -scale, scale)  # flip
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = 0.2 * (u[:, 2:4] - 0.5)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    gamma = (0.6 + 0.8 * u[:, 4]).view(b, 1, 1, 1)
+    x = ((x + 1) / 2).clamp(0, 1) ** gamma * 2 - 1
+    x = x * (0.6 + 0.8 * u[:, 5]).view(b, 1, 1, 1)
+    return x + 0.05 * torch.randn(x.shape, generator=generator)
 
 
 def fit_face_model(
