@@ -31,7 +31,8 @@ def demo_command(
     size: str = typer.Option("full", "--size", help="small (CI, < 2 min) | full (< 5 min)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of every training run."),
     video_teacher: Path | None = typer.Option(
-        None, help="FER SPEC instead of the FER CNN fitted on the demo's faces (e.g. mini-Xception)."
+        None,
+        help="FER SPEC instead of the FER CNN fitted on the demo's faces (e.g. mini-Xception).",
     ),
     face_detector: Path | None = typer.Option(
         None, help="Haar .xml or BlazeFace .tflite [default: OpenCV's Haar cascade]."

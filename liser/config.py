@@ -210,6 +210,7 @@ class AudioTeacherConfig:
     cache_dir: str = "~/.cache/liser/teacher-features"  # cached encoder outputs; "" = off
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
     device: str = "auto"
+    num_threads: int = 0  # torch threads for the encoder; 0 = torch's default (heads: always 1)
     seed: int = 0
     output_dir: str = "runs/audio-teacher"
     data: DataConfig = field(default_factory=DataConfig)

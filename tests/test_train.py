@@ -320,3 +320,26 @@ def test_cv_summarises_all_folds_and_resumes(corpus, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["n_folds"] == 2
     monkeypatch.setattr(train_loop.Run, "fit", lambda self: pytest.fail("fold trained again"))
     assert cv(cfg, progress=False)["uar"] == summary["uar"]
+
+
+def test_cli_train_and_cv_commands(corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from liser.cli import app
+    from liser.config import save_config
+
+    path = tmp_path / "run.yaml"
+    save_config(config(corpus, tmp_path / "unused"), path)
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(app, ["train", str(path), "--set", f"output_dir={out}",
+                                 "--set", "optim.epochs=1", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "test UAR" in result.output and (out / "metrics.json").is_file()
+    assert json.loads((out / "metrics.json").read_text())["config"]["optim"]["epochs"] == 1
+    bad = runner.invoke(app, ["train", str(path), "--set", "optim.epoch=1"])
+    assert bad.exit_code == 2 and "did you mean 'epochs'" in bad.output
+    result = runner.invoke(app, ["cv", str(path), "--set", f"output_dir={tmp_path / 'cv'}",
+                                 "--set", "optim.epochs=1", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cv" / "cv.md").is_file()

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..constants import SAMPLE_RATE
-from .face import FaceStyle, expression, random_face, render_face
+from .face import FaceStyle, expression, face_intensity, random_face, render_face
 from .voice import Utterance, Voice, random_voice, synthesize
 
 CLASSES = ("neutral", "happy", "sad", "angry")  # also FER class names: the video teacher's list
@@ -131,7 +131,7 @@ def render_clip(plan: ClipPlan, size: CorpusSize) -> tuple[np.ndarray, np.ndarra
     if plan.path.endswith(".wav"):
         return speech.wave, None
     openness = mouth_openness(speech, size.fps)
-    face = expression(plan.emotion, plan.intensity)
+    face = expression(plan.emotion, face_intensity(plan.intensity))
     frames = render_face(plan.speaker.face, face, openness, size.fps, size.frame_size, rng)
     return speech.wave, frames
 

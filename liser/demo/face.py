@@ -44,9 +44,9 @@ class Expression:
 
 EXPRESSIONS = {
     "neutral": Expression(0.0, 0.0, 0.0, 1.0, 1.0, 1.0),
-    "happy": Expression(0.35, 0.0, 1.0, 0.7, 1.2, 1.0),
-    "sad": Expression(0.1, 1.0, -0.9, 0.55, 0.85, 0.6),
-    "angry": Expression(-0.6, -1.0, -0.3, 0.75, 0.8, 1.2),
+    "happy": Expression(0.4, 0.0, 1.3, 0.65, 1.2, 1.0),
+    "sad": Expression(0.1, 1.4, -1.2, 0.5, 0.85, 0.6),
+    "angry": Expression(-0.8, -1.4, -0.4, 0.8, 0.8, 1.2),
 }
 
 
@@ -57,6 +57,12 @@ def expression(emotion: str, intensity: float = 1.0) -> Expression:
     full, rest, u = EXPRESSIONS[emotion], EXPRESSIONS["neutral"], float(intensity)
     mix = {k: (1 - u) * getattr(rest, k) + u * getattr(full, k) for k in full.__dataclass_fields__}
     return Expression(**mix)
+
+
+def face_intensity(intensity: float) -> float:
+    """How strongly the face shows an emotion spoken at ``intensity`` (0.5 .. 1 for 0 .. 1):
+    faces stay clear where voices are subtle."""
+    return 0.5 + 0.5 * float(intensity)
 
 
 def random_face(rng: np.random.Generator) -> FaceStyle:

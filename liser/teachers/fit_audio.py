@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,8 @@ def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path
     from ..manifest import corpus_classes, read_manifest, split_fold
 
     started = time.time()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     out = Path(config.output_dir)
@@ -60,7 +63,9 @@ def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path
     ).to(device)
     teacher = EncoderTeacher(encoder, head, classes, fingerprint, config, device)
     if config.freeze_encoder:
-        metrics = _fit_frozen(teacher, data, config, fingerprint, rng, progress)
+        feats = {k: encode_clips(teacher, v, counts, progress) for k, v in data.items()}
+        with _one_thread():  # tiny ops: more threads only wait on each other
+            metrics = _fit_frozen(teacher, data, feats, config, rng)
     else:
         metrics = _fit_lora(teacher, data, config, fingerprint, progress, out)
     metrics["seconds"] = round(time.time() - started, 1)
@@ -158,12 +163,19 @@ def _finish(teacher, best_state, logits, data, history, best_epoch) -> dict:
     }
 
 
-def _fit_frozen(teacher, data, config, fingerprint, rng, progress) -> dict:
-    """Head on cached pooled features of all windows (each window labeled with its clip)."""
-    cache = _cache_dir(config, fingerprint, "pooled")
-    feats = {
-        k: torch.from_numpy(encode_clips(teacher, v, cache, progress)) for k, v in data.items()
-    }
+@contextmanager
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit_frozen(teacher, data, feats, config, rng) -> dict:
+    """Head on pooled features (n_windows, L+1, D) of all windows, each labeled with its clip."""
+    feats = {k: torch.from_numpy(v) for k, v in feats.items()}
     train = data["train"]
     labels = torch.from_numpy(train.labels[train.owner])
     weights = _class_weights(train.labels, len(teacher.classes))
