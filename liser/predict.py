@@ -261,7 +261,14 @@ def load(
     frontend: FrontEndConfig | None = None,
 ) -> Predictor:
     """Load a checkpoint for prediction. ``frontend``: the caller's front end, checked against the
-    checkpoint's (FrontEndMismatch when they differ)."""
+    checkpoint's (FrontEndMismatch when they differ). A folder written by ``liser teacher
+    fit-audio`` (it holds ``teacher.json``) gives the teacher behind the same interface."""
+    if (Path(checkpoint) / "teacher.json").is_file():
+        from .teachers import load_teacher_predictor
+
+        device = "cpu" if str(device) == "auto" and not torch.cuda.is_available() else device
+        device = "cuda" if str(device) == "auto" else device
+        return load_teacher_predictor(str(checkpoint), str(device), window_seconds, hop_seconds, batch_size)
     model, meta = load_checkpoint(checkpoint)
     check_frontend(meta, frontend, str(checkpoint))
     return Predictor(model, meta, device, window_seconds, hop_seconds, batch_size)

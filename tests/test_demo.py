@@ -50,9 +50,13 @@ def test_corpus_plan_and_audio_are_deterministic_by_seed():
 def test_splits_have_disjoint_speakers_and_balanced_labels():
     size = CorpusSize(2, 2, 5, 3, 3, 2)
     plans = plan_corpus(size, 0)
-    speakers = {s: {p.speaker.id for p in plans if p.split == s} for s in ("labeled", "unlabeled", "test")}
+    speakers = {
+        s: {p.speaker.id for p in plans if p.split == s} for s in ("labeled", "unlabeled", "test")
+    }
     assert [len(v) for v in speakers.values()] == [2, 5, 3]
-    assert not (speakers["labeled"] & speakers["unlabeled"] or speakers["labeled"] & speakers["test"])
+    assert not (
+        speakers["labeled"] & speakers["unlabeled"] or speakers["labeled"] & speakers["test"]
+    )
     labeled = [p.emotion for p in plans if p.split == "labeled"]
     assert sorted(labeled) == sorted(list(CLASSES) * 4)
 
@@ -132,7 +136,9 @@ def test_mouth_opening_follows_the_voice():
     size = CorpusSize(1, 1, 1, 1, 1, 1)
     wave, frames = render_clip(plan, size)
     hop = RATE / size.fps
-    loudness = [np.sqrt(np.mean(wave[int(i * hop) : int((i + 1) * hop)] ** 2)) for i in range(len(frames))]
+    loudness = [
+        np.sqrt(np.mean(wave[int(i * hop) : int((i + 1) * hop)] ** 2)) for i in range(len(frames))
+    ]
     inside = [_mask(f, MOUTH, 60).sum() for f in frames]
     assert np.corrcoef(loudness, inside)[0, 1] > 0.5
 

@@ -98,7 +98,9 @@ def plan_corpus(size: CorpusSize, seed: int = 0, classes=CLASSES) -> list[ClipPl
     for split, speakers in groups.items():
         for speaker in speakers:
             if split == "unlabeled":
-                emotions = [classes[i] for i in rng.integers(len(classes), size=size.unlabeled_clips)]
+                emotions = [
+                    classes[i] for i in rng.integers(len(classes), size=size.unlabeled_clips)
+                ]
                 lengths = size.unlabeled_seconds
             else:
                 per = size.labeled_clips if split == "labeled" else size.test_clips
@@ -106,7 +108,11 @@ def plan_corpus(size: CorpusSize, seed: int = 0, classes=CLASSES) -> list[ClipPl
                 lengths = size.seconds
             for k, emotion in enumerate(emotions):
                 intensity = 1.0 if emotion == "neutral" else float(rng.uniform(*size.intensity))
-                clip_id = f"{speaker.id}_{k:02d}_{emotion}" if split != "unlabeled" else f"{speaker.id}_{k:02d}"
+                clip_id = (
+                    f"{speaker.id}_{k:02d}_{emotion}"
+                    if split != "unlabeled"
+                    else f"{speaker.id}_{k:02d}"
+                )
                 ext = "wav" if split == "test" else "mp4"
                 plans.append(
                     ClipPlan(
@@ -127,7 +133,9 @@ def plan_corpus(size: CorpusSize, seed: int = 0, classes=CLASSES) -> list[ClipPl
 def render_clip(plan: ClipPlan, size: CorpusSize) -> tuple[np.ndarray, np.ndarray | None]:
     """The clip's audio (N,) float32 at 16 kHz and, for mp4 clips, frames (T, H, W, 3) uint8."""
     rng = np.random.default_rng(plan.seed)
-    speech = synthesize(plan.speaker.voice, plan.emotion, plan.seconds, rng, plan.intensity, plan.snr_db)
+    speech = synthesize(
+        plan.speaker.voice, plan.emotion, plan.seconds, rng, plan.intensity, plan.snr_db
+    )
     if plan.path.endswith(".wav"):
         return speech.wave, None
     openness = mouth_openness(speech, size.fps)

@@ -136,12 +136,16 @@ def _draw(style, expr, openness, blink, dx, dy, size) -> np.ndarray:
     fw, fh = style.half_width * size, style.half_height * size
     hair, skin = style.hair, style.skin
     if style.hair_style > 0:  # hair behind the top of the head
-        cv2.ellipse(img, _pt(cx, cy - 0.1 * fh), _pt(fw * 1.1, fh * 1.0), 0, 180, 360, hair, -1, aa, shift)
+        cv2.ellipse(
+            img, _pt(cx, cy - 0.1 * fh), _pt(fw * 1.1, fh * 1.0), 0, 180, 360, hair, -1, aa, shift
+        )
     cv2.ellipse(img, _pt(cx, cy), _pt(fw, fh), 0, 0, 360, skin, -1, aa, shift)
     shade = tuple(int(c * 0.7) for c in skin)
     cv2.ellipse(img, _pt(cx, cy), _pt(fw, fh), 0, 0, 360, shade, 1, aa, shift)
     if style.hair_style == 2:  # fringe
-        cv2.ellipse(img, _pt(cx, cy - 0.75 * fh), _pt(fw * 0.9, fh * 0.3), 0, 180, 360, hair, -1, aa, shift)
+        cv2.ellipse(
+            img, _pt(cx, cy - 0.75 * fh), _pt(fw * 0.9, fh * 0.3), 0, 180, 360, hair, -1, aa, shift
+        )
 
     # Eyes: white, iris, eyelid opening.
     eye_y = cy - 0.18 * fh
@@ -167,7 +171,13 @@ def _draw(style, expr, openness, blink, dx, dy, size) -> np.ndarray:
         cv2.line(img, _pt(inner_x, inner_y), _pt(outer_x, outer_y), hair, thick, aa, shift)
 
     # Nose.
-    nose = np.array([_pt(cx, cy - 0.05 * fh), _pt(cx - 0.08 * fw, cy + 0.2 * fh), _pt(cx + 0.08 * fw, cy + 0.2 * fh)])
+    nose = np.array(
+        [
+            _pt(cx, cy - 0.05 * fh),
+            _pt(cx - 0.08 * fw, cy + 0.2 * fh),
+            _pt(cx + 0.08 * fw, cy + 0.2 * fh),
+        ]
+    )
     cv2.polylines(img, [nose], False, shade, 1, aa, shift)
 
     # Mouth: corners up or down with the curvature, lips apart with the voice.
@@ -194,4 +204,3 @@ def mouth_box(style: FaceStyle, size: int) -> tuple[slice, slice]:
     rows = slice(int(cy + 0.2 * fh), int(min(cy + 0.85 * fh, size)))
     cols = slice(int(cx - 0.6 * fw), int(cx + 0.6 * fw) + 1)
     return rows, cols
-

@@ -1,7 +1,9 @@
-"""The demo's video teacher: a small facial-expression CNN fitted on the labeled clips' faces.
+"""The demo's video teacher: a small facial-expression CNN fitted on a rendered FER image set.
 
-Faces are found and cropped exactly as ``liser.teachers.video.VideoTeacher`` does when it labels
-(same detector, margin and crop size), so the model sees at labeling time what it saw in training.
+As the paper's video teacher was trained on a facial-expression corpus of its own (not on the
+speech corpus), the demo's is fitted on still faces of many rendered identities that are not
+speakers of the corpus: the analogue of FER2013. Faces are found and cropped exactly as
+``liser.teachers.video.VideoTeacher`` does when it labels (same detector, margin, crop size).
 The model is saved as TorchScript with a ``classes.json``, a FER SPEC folder that
 ``liser.teachers.load_video_teacher`` (and ``liser label --video-teacher``) accepts.
 """
@@ -13,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -61,40 +62,38 @@ class TinyFER(nn.Module):
         return self.head(self.dropout(x))
 
 
-def face_crops(
-    df: pd.DataFrame,
+def fer_image_set(
+    n_faces: int,
     classes: tuple[str, ...],
     detector_path: str | Path,
-    frame_rate: float = 10.0,
+    seed: int = 0,
+    stills: int = 4,
+    frame_size: int = 96,
     margin: float = 0.2,
-    progress=None,
-) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """Face crops of the labeled videos of ``df``: uint8 (N, 48, 48), labels (N,), skipped files.
-
-    Frames are sampled at ``frame_rate``; frames without a face are left out.
-    """
+) -> tuple[np.ndarray, np.ndarray]:
+    """A FER2013-like training set: still faces of ``n_faces`` random identities (none of them a
+    corpus speaker) with every expression at random intensities, mouth openings and blinks,
+    cropped by the detector as at labeling time. Returns crops uint8 (N, 48, 48), labels (N,)."""
     from ..teachers.faces import crop_face, largest_face, load_face_detector
-    from ..video_io import VideoError, iter_frames
+    from .face import expression, face_intensity, random_face, render_face
 
     detector = load_face_detector(detector_path)
-    crops, labels, skipped = [], [], []
-    task = progress.add_task("face crops", total=len(df)) if progress is not None else None
-    for row in df.itertuples(index=False):
-        try:
-            for _, frame in iter_frames(row.path, frame_rate):
+    rng = np.random.default_rng([seed, 48_000])  # a stream of its own, not the corpus's
+    crops, labels = [], []
+    for _ in range(n_faces):
+        style = random_face(rng)
+        for index, emotion in enumerate(classes):
+            for _ in range(stills):
+                intensity = 1.0 if emotion == "neutral" else rng.uniform(0.5, 1.0)
+                face = expression(emotion, face_intensity(intensity))
+                frame = render_face(style, face, rng.random(1), 25.0, frame_size, rng)[0]
                 box = largest_face(detector.detect(frame))
                 if box is not None:
                     crops.append(crop_face(frame, box, (CROP_SIZE, CROP_SIZE), margin, gray=True))
-                    labels.append(classes.index(row.label))
-        except VideoError as error:
-            skipped.append((str(row.path), str(error)))
-        if task is not None:
-            progress.advance(task)
-    if task is not None:
-        progress.remove_task(task)
+                    labels.append(index)
     if not crops:
-        raise ValueError("no face found in any labeled video: cannot fit the video teacher")
-    return np.stack(crops), np.array(labels, dtype=np.int64), skipped
+        raise ValueError(f"{detector_path}: found no face in the rendered FER image set")
+    return np.stack(crops), np.array(labels, dtype=np.int64)
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -170,23 +169,25 @@ def save_face_model(model: TinyFER, classes: tuple[str, ...], folder: str | Path
 
 
 def fit_video_teacher(
-    labeled: pd.DataFrame,
-    classes: tuple[str, ...],
     folder: str | Path,
+    classes: tuple[str, ...],
     detector_path: str | Path,
-    margin: float = 0.2,
-    epochs: int = 8,
+    n_faces: int = 80,
+    epochs: int = 20,
     seed: int = 0,
-    progress=None,
+    margin: float = 0.2,
 ) -> dict:
-    """Fit the demo's FER model on the faces of ``labeled`` videos and save it to ``folder``.
-
-    Returns {"path", "crops", "train_accuracy", "skipped"}.
-    """
-    crops, labels, skipped = face_crops(labeled, classes, detector_path, margin=margin, progress=progress)
+    """Fit the demo's FER model on a rendered FER image set (``fer_image_set``) and save it to
+    ``folder``. Returns {"path", "faces", "crops", "train_accuracy"}."""
+    crops, labels = fer_image_set(n_faces, classes, detector_path, seed, margin=margin)
     model = fit_face_model(crops, labels, len(classes), epochs, seed)
     with torch.no_grad():
         x = torch.from_numpy(crops).float().div(255.0).sub(0.5).div(0.5)[:, None]
         accuracy = float((model(x).argmax(1).numpy() == labels).mean())
     path = save_face_model(model, classes, folder)
-    return {"path": str(path), "crops": int(len(crops)), "train_accuracy": accuracy, "skipped": skipped}
+    return {
+        "path": str(path),
+        "faces": n_faces,
+        "crops": int(len(crops)),
+        "train_accuracy": accuracy,
+    }

@@ -1,7 +1,7 @@
 """``liser demo``: the whole LiSER method on the procedural corpus, end to end, in minutes.
 
 corpus (wav + mp4 files) -> audio teacher (a wider student fitted on the labeled clips) and video
-teacher (a FER CNN fitted on the labeled clips' faces) -> soft labels of the unlabeled videos in a
+teacher (a FER CNN fitted on rendered faces of other people) -> soft labels of the unlabeled videos in a
 store (``liser.label``) -> supervised and distilled students (``liser.train``) -> both scored on
 unseen speakers (``liser.evaluate``) -> ``report.md``.
 
@@ -44,7 +44,8 @@ class DemoSettings:
     corpus: str  # a key of ``corpus.SIZES``
     epochs: int  # students
     teacher_epochs: int  # the audio teacher
-    fer_epochs: int  # the video teacher
+    fer_epochs: int = 20  # the video teacher
+    fer_faces: int = 80  # identities in the video teacher's FER image set
     batch_size: int = 16
     unlabeled_ratio: float = 2.0  # unlabeled windows per labeled clip in each step
     frontend: FrontEndConfig = DEMO_FRONTEND
@@ -57,8 +58,8 @@ class DemoSettings:
 
 
 SETTINGS = {
-    "small": DemoSettings("small", epochs=40, teacher_epochs=40, fer_epochs=6),
-    "full": DemoSettings("full", epochs=40, teacher_epochs=40, fer_epochs=8),
+    "small": DemoSettings("small", epochs=40, teacher_epochs=40),
+    "full": DemoSettings("full", epochs=40, teacher_epochs=40),
 }
 
 
@@ -137,23 +138,20 @@ def _copy_checkpoint(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _fit_video_teacher(out, manifests, detector, settings, seed, console, progress) -> Path:
-    from rich.progress import Progress
-
+def _fit_video_teacher(out: Path, detector: str, settings, seed: int, console) -> Path:
     from .fer_fit import fit_video_teacher
 
     folder = out / "teachers" / "video"
     info_path = out / "teachers" / "video.json"
     if (folder / "classes.json").is_file() and info_path.is_file():
         return folder
-    with Progress(console=console, disable=not progress, transient=True) as bar:
-        info = fit_video_teacher(
-            manifests["labeled"], CLASSES, folder, detector, epochs=settings.fer_epochs,
-            seed=seed, progress=bar,
-        )  # fmt: skip
+    info = fit_video_teacher(
+        folder, CLASSES, detector, settings.fer_faces, settings.fer_epochs, seed
+    )
     info_path.write_text(json.dumps(info, indent=1))
     console.print(
-        f"video teacher: {info['crops']} face crops, train accuracy {100 * info['train_accuracy']:.1f} %"
+        f"video teacher: {info['crops']} face crops of {info['faces']} identities, "
+        f"train accuracy {100 * info['train_accuracy']:.1f} %"
     )
     return folder
 
@@ -165,23 +163,23 @@ def teacher_agreement(store_dir: Path, unlabeled: pd.DataFrame) -> dict:
     import numpy as np
     import pyarrow.dataset as ds
 
-    table = ds.dataset(store_dir / "shards").to_table(columns=["source", "audio_probs", "video_probs"])
-    truth = {str(Path(p).resolve()): label for p, label in zip(unlabeled.path, unlabeled.true_label)}
-    rows = table.to_pylist()
-    result = {"windows": len(rows)}
-    for kind, classes in (("audio", CLASSES), ("video", None)):
-        header = json.loads((store_dir / "store.json").read_text())
-        names = (header["teachers"].get(kind) or {}).get("classes") or classes
-        hits, seen = 0, 0
-        for row in rows:
-            probs = row[f"{kind}_probs"]
-            if probs is None:
-                continue
-            seen += 1
-            hits += names[int(np.argmax(probs))] == truth.get(str(Path(row["source"]).resolve()))
-        result[kind] = hits / seen if seen else None
-        if kind == "video":
-            result["video_masked"] = 1 - seen / len(rows) if rows else None
+    header = json.loads((store_dir / "store.json").read_text())
+    columns = ["source", "audio_probs", "video_probs"]
+    rows = ds.dataset(store_dir / "shards").to_table(columns=columns).to_pylist()
+    paths = [str(Path(p).resolve()) for p in unlabeled.path]
+    truth = dict(zip(paths, unlabeled.true_label, strict=True))
+    result: dict = {"windows": len(rows)}
+    for kind in ("audio", "video"):
+        classes = (header["teachers"].get(kind) or {}).get("classes") or []
+        judged = [r for r in rows if r[f"{kind}_probs"] is not None]
+        hits = sum(
+            classes[int(np.argmax(r[f"{kind}_probs"]))]
+            == truth.get(str(Path(r["source"]).resolve()))
+            for r in judged
+        )
+        result[kind] = hits / len(judged) if judged else None
+    video = sum(r["video_probs"] is not None for r in rows)
+    result["video_masked"] = 1 - video / len(rows) if rows else None
     return result
 
 
@@ -202,7 +200,6 @@ def run_demo(
     """
     from ..evaluate import evaluate_checkpoint
     from ..label import label
-    from ..teachers import load_audio_teacher, load_video_teacher
     from ..train import train
     from .fer_fit import haar_cascade
     from .report import print_table, write_report
@@ -225,29 +222,30 @@ def run_demo(
 
     stages.start("audio_teacher", "2/6 audio teacher: a wider student on the labeled clips")
     audio_metrics = train(
-        train_config("audio-teacher", out, settings, settings.teacher, settings.teacher_epochs, seed),
+        train_config(
+            "audio-teacher", out, settings, settings.teacher, settings.teacher_epochs, seed
+        ),
         progress=progress,
     )
     audio_spec = audio_metrics["checkpoint"]
 
-    stages.start("video_teacher", "3/6 video teacher: facial expressions of the labeled clips")
-    detector = str(face_detector or haar_cascade())
-    fer_spec = str(video_teacher) if video_teacher else str(
-        _fit_video_teacher(out, manifests, detector, settings, seed, console, progress)
+    stages.start(
+        "video_teacher", "3/6 video teacher: a FER model on rendered faces of other people"
     )
+    detector = str(face_detector or haar_cascade())
+    fer_spec = str(video_teacher or _fit_video_teacher(out, detector, settings, seed, console))
 
     stages.start("label", "4/6 label the unlabeled videos with both teachers")
-    video_config = VideoTeacherConfig(spec=fer_spec, face_detector=detector)
-    label_config = LabelConfig(frontend=settings.frontend, device="cpu", video=video_config)
-    store = out / "store"
-    summary = label(
-        out / "corpus" / "unlabeled.csv",
-        store,
-        label_config,
-        audio_teacher=load_audio_teacher(audio_spec, device="cpu"),
-        video_teacher=load_video_teacher(fer_spec, detector, video_config),
-        progress=progress,
+    label_config = LabelConfig(
+        audio_teacher=str(audio_spec),
+        video_teacher=fer_spec,
+        face_detector=detector,
+        device="cpu",
+        frontend=settings.frontend,
+        video=VideoTeacherConfig(spec=fer_spec, face_detector=detector),
     )
+    store = out / "store"
+    summary = label(out / "corpus" / "unlabeled.csv", store, label_config, progress=progress)
     agreement = teacher_agreement(store, manifests["unlabeled"])
 
     stages.start("supervised", "5/6 students: supervised (labeled clips only) and distilled")
@@ -255,9 +253,13 @@ def run_demo(
     runs["supervised"] = train(
         train_config("supervised", out, settings, settings.student, settings.epochs, seed), progress
     )
-    stages.start("distilled", "5/6 students: distilled (labeled clips + teachers on unlabeled videos)")
+    stages.start(
+        "distilled", "5/6 students: distilled (labeled clips + teachers on unlabeled videos)"
+    )
     runs["distilled"] = train(
-        train_config("distilled", out, settings, settings.student, settings.epochs, seed, (str(store),)),
+        train_config(
+            "distilled", out, settings, settings.student, settings.epochs, seed, (str(store),)
+        ),
         progress,
     )
 
@@ -281,7 +283,10 @@ def run_demo(
         "speakers": {k: int(v.speaker.nunique()) for k, v in manifests.items()},
         "store": summary,
         "teacher_agreement": agreement,
-        "test": {k: {"uar": v["uar"], "war": v["war"], "macro_f1": v["macro_f1"]} for k, v in evaluations.items()},
+        "test": {
+            k: {"uar": v["uar"], "war": v["war"], "macro_f1": v["macro_f1"]}
+            for k, v in evaluations.items()
+        },
         "seconds": stages.seconds,
         "train_csv": str(train_csv),
     }

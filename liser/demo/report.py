@@ -10,7 +10,11 @@ import numpy as np
 
 ROWS = (  # (key in results["test"], model, what it learned from)
     ("supervised", "student, supervised", "labeled clips only"),
-    ("distilled", "student, distilled (LiSER)", "labeled clips + both teachers on unlabeled videos"),
+    (
+        "distilled",
+        "student, distilled (LiSER)",
+        "labeled clips + both teachers on unlabeled videos",
+    ),
     ("audio teacher", "audio teacher (wider student)", "labeled clips only"),
 )
 
@@ -91,7 +95,10 @@ def _pct(value) -> str:
 def report_markdown(results: dict) -> str:
     """The text of report.md (figures are linked, written beside it)."""
     test, agree, corpus, speakers = (
-        results["test"], results["teacher_agreement"], results["corpus"], results["speakers"]
+        results["test"],
+        results["teacher_agreement"],
+        results["corpus"],
+        results["speakers"],
     )
     gain = test["distilled"]["uar"] - test["supervised"]["uar"]
     out = results["out"]

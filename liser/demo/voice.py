@@ -346,4 +346,3 @@ def synthesize(
         envelope=np.clip(envelope, 0.0, 1.0).astype(np.float32),
         jaw=np.clip(_smooth(jaw, 321), 0.0, 1.0).astype(np.float32),
     )
-
