@@ -131,12 +131,19 @@ def save_state(out: Path, name: str, model, meta: dict, state: dict | None, tens
     _replace_dir(tmp, out / name)
 
 
+def restore_swapped(out: Path) -> None:
+    """Undo a crash between the two renames of ``_replace_dir``: a ``name.old`` without its
+    ``name`` (``last`` or ``best``) is the last complete copy, so it is put back."""
+    for name in ("last", "best"):
+        old = out / f"{name}.old"
+        if old.is_dir() and not (out / name).exists():
+            old.rename(out / name)
+
+
 def find_state(out: Path) -> Path | None:
-    """The folder of the last saved epoch (``last``, or ``last.old`` after a crash mid-swap)."""
-    for name in ("last", "last.old"):
-        if (out / name / STATE_JSON).is_file():
-            return out / name
-    return None
+    """The folder of the last saved epoch (``last``, after a crash mid-swap its ``last.old``)."""
+    restore_swapped(out)
+    return out / "last" if (out / "last" / STATE_JSON).is_file() else None
 
 
 def comparable(config: TrainConfig) -> dict:
@@ -243,6 +250,7 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
     """Train and test on every fold (``output_dir/fold-K``); a finished fold is not run again.
     Writes ``output_dir/cv.json`` (``evaluate.summarize_folds``: mean and sample std over folds,
     in [0, 1]) and ``cv.md`` (a table in percent). Returns the summary."""
+    from .checkpoint import library_versions
     from .evaluate import summarize_folds
     from .manifest import read_manifest
     from .splits import resolve_folds
@@ -279,6 +287,8 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
         "folds": rows,
         **summarize_folds(tests),
         "config": to_dict(config),
+        "seed": config.seed,
+        "versions": library_versions(),
     }
     if int(os.environ.get("RANK", "0")) == 0:
         out.mkdir(parents=True, exist_ok=True)

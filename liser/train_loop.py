@@ -354,11 +354,12 @@ class Run:
 
     def finish(self, state: dict, seconds: float) -> dict:
         """Test the best checkpoint, write metrics.json on process 0, return the metrics."""
-        from .checkpoint import load_checkpoint
+        from .checkpoint import library_versions, load_checkpoint
         from .evaluate import write_report
 
         path = self.out / "best"
         if self.rank == 0:
+            T.restore_swapped(self.out)
             best, _ = load_checkpoint(path)
             self.model.load_state_dict(best.state_dict())
             test = self.evaluate("test")
@@ -381,6 +382,8 @@ class Run:
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 "history": state["history"],
                 "config": to_dict(self.config),
+                "seed": self.config.seed,
+                "versions": library_versions(),
             }
             self.out.mkdir(parents=True, exist_ok=True)
             T.write_json(self.out / "metrics.json", metrics)

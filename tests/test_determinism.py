@@ -96,11 +96,6 @@ def cv_run(manifest, tmp_path_factory):
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train_loop.Run.finish writes metrics.json with the config (so the seed) but without "
-    "the library versions; add 'seed' and 'versions' (checkpoint.library_versions())",
-)
 def test_metrics_json_records_seed_and_versions(cv_run):
     metrics = json.loads((cv_run / "fold-1" / "metrics.json").read_text())
     assert metrics["config"]["seed"] == 5
@@ -108,11 +103,6 @@ def test_metrics_json_records_seed_and_versions(cv_run):
     assert expected_versions().items() <= metrics["versions"].items()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.cv writes cv.json with the config (so the seed) but without the library "
-    "versions; add 'seed' and 'versions' (checkpoint.library_versions())",
-)
 def test_cv_json_records_seed_and_versions(cv_run):
     summary = json.loads((cv_run / "cv.json").read_text())
     assert summary["config"]["seed"] == 5 and len(summary["folds"]) == 2

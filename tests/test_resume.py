@@ -222,13 +222,6 @@ def test_a_kill_while_swapping_last_resumes_from_the_previous_one(manifest, tmp_
     assert without_timing(again) == without_timing(finished)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train_loop.Run.finish loads OUT/best only: after a kill between the two renames of "
-    "train._replace_dir (best -> best.old, .best.tmp -> best) the rerun fails with 'best: "
-    "checkpoint not found' although best.old is the last good one; it should use (or restore) "
-    "best.old as find_state does for last.old",
-)
 def test_a_kill_while_swapping_best_resumes_from_the_previous_one(manifest, tmp_path):
     from liser.train import train
 

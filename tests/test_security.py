@@ -147,12 +147,6 @@ def test_unsafe_audio_teacher_files_are_refused(tmp_path, marker):
         load_audio_teacher(str(evil))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="teachers.load_audio_teacher: a pickle .pt/.pth file is refused, but as 'an encoder "
-    "without a classification head ... fit a head on it first'; it should say that pickle "
-    "files are not loaded (unsafe) and which formats are",
-)
 def test_unsafe_audio_teacher_message_says_why(tmp_path, marker):
     from liser.teachers import TeacherError, load_audio_teacher
 

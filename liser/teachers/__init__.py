@@ -65,6 +65,13 @@ def load_audio_teacher(
         teacher = StudentTeacher(folder, dev, precision)
     elif _is_audio_classifier(folder):
         teacher = HFClassifierTeacher(folder, fingerprint, dev, precision)
+    elif folder.is_file() and folder.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt"):
+        raise TeacherError(
+            f"audio teacher '{spec}' ({folder.name}) is a pickle file, which liser does not load "
+            "(unpickling can run arbitrary code); pass a transformers model folder (safetensors), "
+            "a CTranslate2 Whisper folder, a folder saved by `liser teacher fit-audio`, or a liser "
+            "checkpoint folder"
+        )
     else:
         raise TeacherError(
             f"audio teacher '{spec}' ({folder}) is an encoder without a classification head (or not "
