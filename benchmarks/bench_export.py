@@ -54,8 +54,10 @@ def main() -> None:
             single = timed(lambda s=s1: s.run(["probs"], {"waveform": one}), 50)
             many = timed(lambda s=s2: s.run(["probs"], {"waveform": batch}), 10)
         print(f"{name:<14}{single * 1e3:>15.2f} ms{32 / many:>17.0f} clips/s{single / 3.0:>13.5f}")
-    print(f"file sizes: onnx fp32 {fp32['bytes'] / 1e6:.2f} MB, onnx int8 {int8['bytes'] / 1e6:.2f} MB, "
-          f"safetensors {(Path(checkpoint) / 'model.safetensors').stat().st_size / 1e6:.2f} MB")
+    print(
+        f"file sizes: onnx fp32 {fp32['bytes'] / 1e6:.2f} MB, onnx int8 {int8['bytes'] / 1e6:.2f} MB, "
+        f"safetensors {(Path(checkpoint) / 'model.safetensors').stat().st_size / 1e6:.2f} MB"
+    )
 
 
 if __name__ == "__main__":

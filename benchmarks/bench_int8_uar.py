@@ -29,7 +29,10 @@ def main(checkpoint: str, manifest: str, fold: int = 1) -> None:
     tmp = Path(tempfile.mkdtemp())
     fp32 = export_onnx(checkpoint, tmp / "m.onnx")
     int8 = export_onnx(checkpoint, tmp / "m8.onnx", int8=True)
-    sessions = {"onnx fp32": onnx_session(fp32["path"], 2), "onnx int8": onnx_session(int8["path"], 2)}
+    sessions = {
+        "onnx fp32": onnx_session(fp32["path"], 2),
+        "onnx int8": onnx_session(int8["path"], 2),
+    }
     window = model.window
     preds = {"pytorch": [], "onnx fp32": [], "onnx int8": []}
     labels = []

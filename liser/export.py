@@ -57,7 +57,9 @@ class WaveformClassifier(nn.Module):
         x = x[:, :, self.left : x.shape[-1] - self.right]
         real, imag = F.conv1d(x, self.dft_basis, stride=self.hop).chunk(2, dim=1)
         mel = torch.matmul(self.logmel.mel_fb, real * real + imag * imag)
-        return self.logmel.normalise(torch.log(torch.clamp(mel, min=self.logmel.frontend.log_floor)))
+        return self.logmel.normalise(
+            torch.log(torch.clamp(mel, min=self.logmel.frontend.log_floor))
+        )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """waveform : shape = (B, N) 16 kHz -> probabilities, shape = (B, n_classes)"""
@@ -158,7 +160,9 @@ def _quantize(src: Path, dst: Path) -> None:
     for init in list(model.graph.initializer):
         if "dft_basis" not in init.name:
             continue
-        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_f16")
+        half = numpy_helper.from_array(
+            numpy_helper.to_array(init).astype(np.float16), init.name + "_f16"
+        )
         model.graph.initializer.remove(init)
         model.graph.initializer.append(half)
         cast = helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT)

@@ -268,7 +268,9 @@ def load(
 
         device = "cpu" if str(device) == "auto" and not torch.cuda.is_available() else device
         device = "cuda" if str(device) == "auto" else device
-        return load_teacher_predictor(str(checkpoint), str(device), window_seconds, hop_seconds, batch_size)
+        return load_teacher_predictor(
+            str(checkpoint), str(device), window_seconds, hop_seconds, batch_size
+        )
     model, meta = load_checkpoint(checkpoint)
     check_frontend(meta, frontend, str(checkpoint))
     return Predictor(model, meta, device, window_seconds, hop_seconds, batch_size)

@@ -56,7 +56,9 @@ def test_onnx_matches_pytorch_on_real_speech(exported, shared):
 
     clip = next((shared / "data/ravdess/Actor_01").glob("03-01-05-*.flac"))
     wave = fit_window(load_audio(clip), 48000)[None]
-    np.testing.assert_allclose(run_onnx(fp32["path"], wave), _torch_probs(checkpoint, wave), atol=1e-4)
+    np.testing.assert_allclose(
+        run_onnx(fp32["path"], wave), _torch_probs(checkpoint, wave), atol=1e-4
+    )
 
 
 def test_dynamic_batch_and_length(exported):
@@ -108,7 +110,9 @@ def test_cli_export_and_onnx_only_example(exported, tmp_path):
 
 
 def test_export_of_missing_checkpoint_is_a_clear_error(tmp_path):
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "m.onnx")])
+    result = CliRunner().invoke(
+        app, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "m.onnx")]
+    )
     assert result.exit_code == 2
     assert "nope" in result.output
 
