@@ -10,7 +10,8 @@ Resumable: a cell whose ``metrics.json`` exists is read back (after checking tha
 the one asked for), never run again; an interrupted one continues through ``train``'s own resume.
 A row that sets ``teacher.kind`` gets, per fold and seed, a teacher made from that fold's labeled
 clips and a store of its soft labels (``experiment_teacher.py``, in ``output_dir/teachers``),
-appended to its ``distill.stores``. A failing cell is reported and the others still run.
+appended to its ``distill.stores``. A failing cell is reported (its traceback in
+``output_dir/errors``) and the others still run.
 
 Results (tables rewritten after every run, plots at the end): ``results.md``, ``results.csv`` (a
 line per row: UAR, WAR and macro-F1 mean ± sample std over folds x seeds, in percent, the paper's
@@ -233,9 +234,11 @@ def run_experiment(
         except Exception as error:  # noqa: BLE001 - one failing cell must not stop the grid
             message = f"{type(error).__name__}: {error}"
             console.print(f"[red]failed[/] {where}: {message}")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.txt").write_text(traceback.format_exc())
-            failed.append({"row": row.name, "fold": fold, "seed": seed, "error": message})
+            report = out / "errors" / f"{row.slug}__fold-{fold}-seed-{seed}.txt"
+            report.parent.mkdir(exist_ok=True)
+            report.write_text(traceback.format_exc())
+            failed.append({"row": row.name, "fold": fold, "seed": seed, "error": message,
+                           "traceback": str(report)})  # fmt: skip
             continue
         done = prep is not None and (prep / PREPARED).is_file()
         info = json.loads((prep / PREPARED).read_text()) if done else {}
@@ -267,7 +270,7 @@ def _cell(config: ExperimentConfig, row: Row, fold: int, seed: int, out: Path):
         prep = out / "teachers" / f"{row.teacher.kind}-{key}" / f"fold-{fold}-seed-{seed}"
         stores = [*cell.distill.stores, str((prep / "store").absolute())]
         cell = replace(cell, **{"distill.stores": stores})
-    name = f"{config.name}/{row.slug}/fold-{fold}-seed-{seed}"
+    name = f"{row.slug}/fold-{fold}-seed-{seed}"  # not the experiment's: configs may share runs
     return replace(cell, output_dir=str(run_dir), name=name), run_dir, prep
 
 

@@ -34,16 +34,43 @@ KINDS = ("student", "fit-audio", "spec")
 PREPARED = "prepared.json"
 
 
+# Settings that change how fast or where a teacher is made, not what it is.
+RUNTIME = ("name", "output_dir", "seed", "device", "num_threads", "data.fold", "data.num_workers",
+           "data.cache_dir", "distill.", "cache_dir", "engine", "ray_", "batch_size",
+           "shard_windows", "chunk_seconds", "frontend.")  # fmt: skip
+
+
+def _changed(config, skip=RUNTIME) -> dict:
+    """The settings of a config dataclass that differ from its defaults, as dotted keys (so that a
+    field added to a config later, with its default, leaves existing teacher folders valid)."""
+    default = dotted(to_dict(type(config)()))
+    return {
+        k: v
+        for k, v in dotted(to_dict(config)).items()
+        if not k.startswith(skip) and (k not in default or default[k] != v)
+    }
+
+
 def teacher_identity(teacher: ExperimentTeacherConfig, config: TrainConfig) -> dict:
-    """What a fold's teacher depends on (a student cell's config without its fold, seed, runtime
-    settings and distillation), for naming the folder it is made in."""
-    data = to_dict(config.data)
-    for key in ("fold", "num_workers", "cache_dir"):
-        data.pop(key)
-    ident = {"teacher": to_dict(teacher), "data": data, "frontend": to_dict(config.frontend)}
+    """What a fold's teacher depends on, for naming the folder it is made in: the teacher section's
+    settings for its kind, what it labels and how, and the student cell's data and front end (its
+    whole config for student teachers) without fold, seed, distillation and runtime settings."""
+    ident = {
+        "kind": teacher.kind,
+        "unlabeled": teacher.unlabeled,
+        "label": _changed(teacher.label),
+        "frontend": _changed(config.frontend, ()),
+        "data": _changed(config.data, ("fold", "num_workers", "cache_dir")),
+    }
     if teacher.kind == "student":
-        ident.update(student=to_dict(config.student), optim=to_dict(config.optim),
-                     augment=to_dict(config.augment), precision=config.precision)  # fmt: skip
+        ident.update(
+            student=dotted(teacher.student), members=teacher.members, train=_changed(config)
+        )
+    elif teacher.kind == "fit-audio":
+        runtime = ("output_dir", "seed", "device", "num_threads", "cache_dir", "data.")
+        ident["audio"] = _changed(teacher.audio, runtime)  # data: the fold's labeled clips
+    else:
+        ident["spec"] = teacher.spec
     return ident
 
 

@@ -108,6 +108,18 @@ def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
 # Checkpoints and resume
 
 
+def weight_average(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights and buffers (``decay`` per step),
+    or None when ``decay`` is 0."""
+    if decay <= 0:
+        return None
+    if decay >= 1:
+        raise ValueError(f"optim.ema_decay must be in [0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished folder into place: the old one is renamed away first, then deleted."""
     old = final.with_name(final.name + ".old")

@@ -117,6 +117,7 @@ class Run:
         torch.manual_seed(config.seed)
         self.model = Student(student, config.frontend).to(self.device)
         self.net = self.model
+        self.ema = T.weight_average(self.model, config.optim.ema_decay)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -272,6 +273,8 @@ class Run:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 sums["loss"] += loss.item()
                 self.progress.update(
                     task, advance=1, description=f"{title} loss {sums['loss'] / (step + 1):.3f}"
@@ -293,7 +296,12 @@ class Run:
 
         windows, clip_of = self.windows[name]
         labels = self.sets[name].labels
-        return evaluate_model(self.model, windows, labels, self.classes, clip_of)
+        return evaluate_model(self.scored, windows, labels, self.classes, clip_of)
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The weights that are validated, kept as ``best`` and tested: the EMA's, if any."""
+        return self.model if self.ema is None else self.ema.module
 
     def end_epoch(self, epoch: int, state: dict, losses: dict, seconds: float) -> None:
         stage = self.stage(epoch)
@@ -329,11 +337,13 @@ class Run:
         if self.rank == 0:
             metrics = {"val_uar": val["uar"], "val_war": val["war"], "epoch": epoch + 1}
             if improved:
-                T.save_state(self.out, "best", self.model, self.meta(epoch, metrics), None)
+                T.save_state(self.out, "best", self.scored, self.meta(epoch, metrics), None)
             tensors = {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
             }
+            if self.ema is not None:
+                tensors["ema"] = self.ema.state_dict()
             payload = {**state, "config": to_dict(self.config)}
             T.save_state(self.out, "last", self.model, self.meta(epoch, metrics), payload, tensors)
         if self.world > 1:
@@ -350,6 +360,8 @@ class Run:
         tensors = torch.load(folder / T.STATE_TENSORS, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(tensors["optimizer"])
         self.scheduler.load_state_dict(tensors["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(tensors["ema"])
         return state
 
     def finish(self, state: dict, seconds: float) -> dict:
@@ -361,7 +373,7 @@ class Run:
         if self.rank == 0:
             T.restore_swapped(self.out)
             best, _ = load_checkpoint(path)
-            self.model.load_state_dict(best.state_dict())
+            self.scored.load_state_dict(best.state_dict())
             test = self.evaluate("test")
             probs = test.pop("probs")
             rows = list(self.sets["test"].df.itertuples(index=False))

@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,33 @@ def test_rows_names_and_errors(corpus, tmp_path):
     with pytest.raises(FileNotFoundError, match="row 'x'.*not a soft-label store"):
         run_experiment(missing, progress=False)
     assert not (tmp_path / "exp" / "runs").exists()
+    # A run that fails is reported with its traceback; the table is still written.
+    bad = experiment(corpus, tmp_path, rows=[{"name": "bad", "optim.schedule": "nope"}], folds=[1])
+    results = run_experiment(bad, progress=False)
+    [failure] = results["failed"]
+    assert failure["row"] == "bad" and "nope" in failure["error"]
+    assert "unknown schedule" in Path(failure["traceback"]).read_text()
+    assert "Failed runs (1)" in (tmp_path / "exp" / "results.md").read_text()
+
+
+def test_teacher_folder_depends_on_what_the_teacher_is(corpus, tmp_path):
+    from liser.config import ExperimentTeacherConfig
+    from liser.experiment_teacher import teacher_identity
+
+    cell = experiment(corpus, tmp_path).base
+    teacher = ExperimentTeacherConfig(kind="student", student={"student.lstm_hidden": 12})
+    ident = teacher_identity(teacher, cell)
+    # runtime settings, fold and seed do not make another teacher
+    label = dataclasses.replace(teacher.label, batch_size=7, device="cpu")
+    other = dataclasses.replace(cell, num_threads=3, seed=5, output_dir=str(tmp_path / "x"))
+    other = dataclasses.replace(other, data=dataclasses.replace(cell.data, fold=2, num_workers=2))
+    assert teacher_identity(dataclasses.replace(teacher, label=label), other) == ident
+    # what it is, what it labels, and the student's data and front end do
+    assert teacher_identity(dataclasses.replace(teacher, members=2), cell) != ident
+    assert teacher_identity(dataclasses.replace(teacher, unlabeled="train"), cell) != ident
+    half = dataclasses.replace(cell, data=dataclasses.replace(cell.data, label_fraction=0.5))
+    assert teacher_identity(teacher, half) != ident
+    audio = dataclasses.replace(teacher, kind="fit-audio")  # student overrides do not matter
+    assert teacher_identity(audio, cell) == teacher_identity(
+        dataclasses.replace(audio, student={}), cell
+    )

@@ -122,6 +122,40 @@ def test_run_outputs_reproducibility_and_resume(corpus, tmp_path, monkeypatch):
     assert other["history"][0]["loss"] != first["history"][0]["loss"]
 
 
+def test_weight_average_is_validated_kept_and_resumed(corpus, tmp_path, monkeypatch):
+    from liser.checkpoint import load_checkpoint
+
+    ema = {"optim.ema_decay": 0.9, "optim.epochs": 2, "data.val_fraction": 0.0}  # keeps the last
+    plain = train(config(corpus, tmp_path / "plain", **{**ema, "optim.ema_decay": 0.0}), False)
+    first = train(config(corpus, tmp_path / "a", **ema), progress=False)
+    # Training is the same; what is kept and tested is the average, not the last step's weights.
+    assert [h["loss"] for h in first["history"]] == [h["loss"] for h in plain["history"]]
+    best, _ = load_checkpoint(tmp_path / "a" / "best")
+    last, _ = load_checkpoint(tmp_path / "a" / "last")
+    state = torch.load(tmp_path / "a" / "last" / "train_state.pt", weights_only=True)
+    average = {k.removeprefix("module."): v for k, v in state["ema"].items()}
+    for name, value in best.state_dict().items():
+        assert torch.equal(value, average[name]), name
+    assert any(not torch.equal(a, b) for a, b in zip(best.state_dict().values(),
+                                                     last.state_dict().values()))  # fmt: skip
+    # Interrupted after epoch 1 and resumed: the average is restored with the optimizer.
+    real_end = train_loop.Run.end_epoch
+
+    def end_then_crash(self, epoch, *args):
+        real_end(self, epoch, *args)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_loop.Run, "end_epoch", end_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(corpus, tmp_path / "b", **ema), progress=False)
+    monkeypatch.undo()
+    resumed = train(config(corpus, tmp_path / "b", **ema), progress=False)
+    assert resumed["test"] == first["test"] and resumed["val_uar"] == first["val_uar"]
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(config(corpus, tmp_path / "c", **{"optim.ema_decay": 1.0}), progress=False)
+
+
 def test_feature_cache_mode_reads_cached_features(corpus, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cfg = config(corpus, tmp_path / "a", **{"data.cache_dir": str(cache), "optim.epochs": 2})

@@ -1,9 +1,10 @@
 """``liser demo``: the whole LiSER method on the procedural corpus, end to end, in minutes.
 
-corpus (wav + mp4 files) -> audio teacher (a wider student fitted on the labeled clips) and video
-teacher (a FER CNN fitted on rendered faces of other people) -> soft labels of the unlabeled videos in a
-store (``liser.label``) -> supervised and distilled students (``liser.train``) -> both scored on
-unseen speakers (``liser.evaluate``) -> ``report.md``.
+corpus (wav + mp4 files) -> video teacher (a FER CNN fitted on rendered faces of other people) ->
+supervised student on the labeled clips (``liser.train``), which is also the audio teacher (no
+pretrained speech encoder is available offline) -> soft labels of the unlabeled videos from both
+teachers in a store (``liser.label``) -> distilled student -> both students scored on unseen
+speakers (``liser.evaluate``) -> ``report.md``.
 
 Every stage goes through the same library functions as the CLI, on real files, and every stage
 resumes: running the same command again on the same folder reuses what is done.
@@ -42,24 +43,23 @@ class DemoSettings:
     """What ``liser demo --size`` runs: corpus size, models and training lengths."""
 
     corpus: str  # a key of ``corpus.SIZES``
-    epochs: int  # students
-    teacher_epochs: int  # the audio teacher
-    fer_epochs: int = 20  # the video teacher
-    fer_faces: int = 80  # identities in the video teacher's FER image set
+    epochs: int = 40  # supervised student (also the audio teacher)
+    distill_epochs: int = 60  # distilled student
     batch_size: int = 16
     unlabeled_ratio: float = 2.0  # unlabeled windows per labeled clip in each step
+    audio_weight: float = 1.0  # lambda_a
+    video_weight: float = 1.0  # lambda_v
+    fer_epochs: int = 12  # the video teacher
+    fer_faces: int = 80  # identities in the video teacher's FER image set
     frontend: FrontEndConfig = DEMO_FRONTEND
     student: StudentConfig = field(
         default_factory=lambda: StudentConfig(conv_channels=(8, 16, 32, 32), lstm_hidden=32)
     )
-    teacher: StudentConfig = field(  # the audio teacher: a wider student, as issue #3 allows
-        default_factory=lambda: StudentConfig(conv_channels=(16, 32, 64, 64), lstm_hidden=64)
-    )
 
 
 SETTINGS = {
-    "small": DemoSettings("small", epochs=40, teacher_epochs=40),
-    "full": DemoSettings("full", epochs=40, teacher_epochs=40),
+    "small": DemoSettings("small"),
+    "full": DemoSettings("full"),
 }
 
 
@@ -87,23 +87,18 @@ def _console(progress: bool):
 
 
 def train_config(
-    name: str,
-    out: Path,
-    settings: DemoSettings,
-    student: StudentConfig,
-    epochs: int,
-    seed: int,
-    stores: tuple[str, ...] = (),
+    name: str, out: Path, settings: DemoSettings, seed: int, stores: tuple[str, ...] = ()
 ) -> TrainConfig:
-    """The ``TrainConfig`` of one demo run: train on the labeled speakers (fold 2), test on the
-    unseen speakers (fold 1), no validation split (too few speakers): the last epoch is kept."""
+    """The ``TrainConfig`` of one demo student: trained on the labeled speakers (fold 2), tested
+    on the unseen speakers (fold 1); no validation split (too few speakers): the last epoch is
+    kept. With ``stores``: joint distillation (the paper's MAE, confidence-weighted)."""
     return TrainConfig(
         name=name,
         output_dir=str(out / "runs" / name),
         seed=seed,
         device="cpu",
         frontend=settings.frontend,
-        student=student,
+        student=settings.student,
         data=DataConfig(
             manifest=str(out / "corpus" / "train.csv"),
             classes=CLASSES,
@@ -112,9 +107,18 @@ def train_config(
             val_fraction=0.0,
             cache_dir=str(out / "cache" / "features"),
         ),
-        optim=OptimConfig(epochs=epochs, batch_size=settings.batch_size, patience=0),
+        optim=OptimConfig(
+            epochs=settings.distill_epochs if stores else settings.epochs,
+            batch_size=settings.batch_size,
+            patience=0,
+        ),
         augment=AugmentConfig(time_mask_frames=12, freq_mask_bins=8),
-        distill=DistillConfig(stores=stores, unlabeled_ratio=settings.unlabeled_ratio),
+        distill=DistillConfig(
+            stores=stores,
+            unlabeled_ratio=settings.unlabeled_ratio,
+            audio_weight=settings.audio_weight,
+            video_weight=settings.video_weight,
+        ),
     )
 
 
@@ -195,7 +199,7 @@ def run_demo(
 
     size: "small" (CI, under 2 minutes on 2 cores) or "full" (under 5 minutes).
     video_teacher: a FER SPEC (e.g. the real mini-Xception .hdf5) instead of the FER CNN the demo
-    fits on the labeled faces; face_detector: a Haar .xml or BlazeFace .tflite (default: OpenCV's
+    fits on rendered faces; face_detector: a Haar .xml or BlazeFace .tflite (default: OpenCV's
     Haar cascade).
     """
     from ..evaluate import evaluate_checkpoint
@@ -220,20 +224,13 @@ def run_demo(
         f"{len(manifests['test'])} test clips ({manifests['test'].speaker.nunique()} unseen speakers)"
     )
 
-    stages.start("audio_teacher", "2/6 audio teacher: a wider student on the labeled clips")
-    audio_metrics = train(
-        train_config(
-            "audio-teacher", out, settings, settings.teacher, settings.teacher_epochs, seed
-        ),
-        progress=progress,
-    )
-    audio_spec = audio_metrics["checkpoint"]
-
-    stages.start(
-        "video_teacher", "3/6 video teacher: a FER model on rendered faces of other people"
-    )
+    stages.start("video_teacher", "2/6 video teacher: a FER model on faces of other people")
     detector = str(face_detector or haar_cascade())
     fer_spec = str(video_teacher or _fit_video_teacher(out, detector, settings, seed, console))
+
+    stages.start("supervised", "3/6 supervised student on the labeled clips (the audio teacher)")
+    runs = {"supervised": train(train_config("supervised", out, settings, seed), progress)}
+    audio_spec = runs["supervised"]["checkpoint"]
 
     stages.start("label", "4/6 label the unlabeled videos with both teachers")
     label_config = LabelConfig(
@@ -248,20 +245,9 @@ def run_demo(
     summary = label(out / "corpus" / "unlabeled.csv", store, label_config, progress=progress)
     agreement = teacher_agreement(store, manifests["unlabeled"])
 
-    stages.start("supervised", "5/6 students: supervised (labeled clips only) and distilled")
-    runs = {}
-    runs["supervised"] = train(
-        train_config("supervised", out, settings, settings.student, settings.epochs, seed), progress
-    )
-    stages.start(
-        "distilled", "5/6 students: distilled (labeled clips + teachers on unlabeled videos)"
-    )
-    runs["distilled"] = train(
-        train_config(
-            "distilled", out, settings, settings.student, settings.epochs, seed, (str(store),)
-        ),
-        progress,
-    )
+    stages.start("distilled", "5/6 distilled student: labeled clips + teachers on unlabeled videos")
+    config = train_config("distilled", out, settings, seed, (str(store),))
+    runs["distilled"] = train(config, progress)
 
     stages.start("evaluate", "6/6 evaluate on unseen speakers and write the report")
     test_csv = out / "corpus" / "test.csv"
@@ -271,9 +257,6 @@ def run_demo(
         evaluations[name] = evaluate_checkpoint(
             folder, test_csv, out / "students" / name / "eval-test", device="cpu", progress=progress
         )
-    evaluations["audio teacher"] = evaluate_checkpoint(
-        audio_spec, test_csv, out / "teachers" / "audio-eval-test", device="cpu", progress=progress
-    )
     stages.stop()
     results = {
         "size": size,

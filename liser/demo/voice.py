@@ -214,21 +214,23 @@ def _glottal_source(f0: np.ndarray, oq: float, jitter: float, shimmer: float, rn
 
 
 def _stft(x: np.ndarray) -> np.ndarray:
+    """Hann-windowed frames every HOP samples -> spectra, shape = (frames, N_FFT // 2 + 1)."""
     pad = np.pad(x, (N_FFT // 2, N_FFT // 2 + HOP))
-    n_frames = 1 + (pad.size - N_FFT) // HOP
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
-    return np.fft.rfft(pad[idx] * np.hanning(N_FFT), axis=1)
+    frames = np.lib.stride_tricks.sliding_window_view(pad, N_FFT)[::HOP]
+    return np.fft.rfft(frames * np.hanning(N_FFT), axis=1)
 
 
 def _istft(spec: np.ndarray, n: int) -> np.ndarray:
+    """Weighted overlap-add inverse of ``_stft``, cut to ``n`` samples."""
     window = np.hanning(N_FFT)
     frames = np.fft.irfft(spec, n=N_FFT, axis=1) * window
-    out = np.zeros(HOP * (spec.shape[0] - 1) + N_FFT)
+    parts = N_FFT // HOP  # each frame spans this many hops
+    out = np.zeros((spec.shape[0] + parts - 1, HOP))
     norm = np.zeros_like(out)
-    for i, frame in enumerate(frames):  # a few hundred frames: a loop is fine
-        out[i * HOP : i * HOP + N_FFT] += frame
-        norm[i * HOP : i * HOP + N_FFT] += window**2
-    out /= np.maximum(norm, 1e-3)
+    for k in range(parts):  # add the k-th hop of every frame at once
+        out[k : k + spec.shape[0]] += frames[:, k * HOP : (k + 1) * HOP]
+        norm[k : k + spec.shape[0]] += window[k * HOP : (k + 1) * HOP] ** 2
+    out = out.reshape(-1) / np.maximum(norm.reshape(-1), 1e-3)
     return out[N_FFT // 2 : N_FFT // 2 + n]
 
 
