@@ -136,8 +136,8 @@ def test_weight_average_is_validated_kept_and_resumed(corpus, tmp_path, monkeypa
     average = {k.removeprefix("module."): v for k, v in state["ema"].items()}
     for name, value in best.state_dict().items():
         assert torch.equal(value, average[name]), name
-    assert any(not torch.equal(a, b) for a, b in zip(best.state_dict().values(),
-                                                     last.state_dict().values()))  # fmt: skip
+    raw = last.state_dict()
+    assert any(not torch.equal(value, raw[name]) for name, value in best.state_dict().items())
     # Interrupted after epoch 1 and resumed: the average is restored with the optimizer.
     real_end = train_loop.Run.end_epoch
 
