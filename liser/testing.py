@@ -324,7 +324,8 @@ def soft_label_store(
     for i, wave in enumerate(waves):
         fitted = fit_window(wave, frontend.window_samples, frontend.pad)
         with torch.no_grad():
-            features = logmel(torch.from_numpy(fitted)[None])[0].numpy().astype(np.float16)
+            compute = logmel.log_mel if frontend.normalize == "global" else logmel  # raw: store.py
+            features = compute(torch.from_numpy(fitted)[None])[0].numpy().astype(np.float16)
         a, v = audio_probs[i], video_probs[i]
         clip = f"window{i}"
         writer.add({

@@ -89,9 +89,6 @@ class Run:
                     f"distill.teachers must be both|audio|video, got {distill.teachers!r}"
                 )
             DistillationLoss(distill.loss, distill.weighting)  # unknown names fail here, not later
-            if config.frontend.normalize == "global":
-                raise ValueError("distillation needs normalize 'utterance' or 'none': store features "
-                                 "are normalised when labeled, without the student's global statistics")  # fmt: skip
             self.stream = D.UnlabeledStream(distill.stores, config.frontend, config.seed)
             for kind in ("audio", "video"):
                 wanted = distill.teachers in ("both", kind)
@@ -235,6 +232,8 @@ class Run:
                 if batch is not None:
                     urows = T.share(batch["features"].shape[0], self.rank, self.world)
                     batch = {k: v[urows] if torch.is_tensor(v) else v for k, v in batch.items()}
+                    if config.frontend.normalize == "global":  # stores keep raw log-Mel then
+                        batch["features"] = self.logmel.normalise(batch["features"].float())
                     inputs.append(batch["features"])
                 x = torch.cat(inputs).to(self.device, non_blocking=True)
                 with torch.autocast(
