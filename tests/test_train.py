@@ -67,6 +67,21 @@ def store_of(path, n=32, frontend=FRONTEND, seed=0, **kwargs):
     return soft_label_store(path, frontend, waves, **kwargs)
 
 
+def crash_after_epoch(monkeypatch, run_config: TrainConfig, crash_epoch: int) -> None:
+    """Train ``run_config`` and stop it like a crash once epoch ``crash_epoch`` (0-based) is saved."""
+    real_end = train_loop.Run.end_epoch
+
+    def end_then_crash(self, epoch, *args):
+        real_end(self, epoch, *args)
+        if epoch == crash_epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_loop.Run, "end_epoch", end_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(run_config, progress=False)
+    monkeypatch.undo()
+
+
 def test_lr_factor_schedules():
     total = 100
     one = [lr_factor(s, total, "onecycle", 0.1) for s in range(total)]
@@ -98,17 +113,7 @@ def test_run_outputs_reproducibility_and_resume(corpus, tmp_path, monkeypatch):
     monkeypatch.undo()
 
     # Interrupted after its second epoch, then resumed: the same result as the run above.
-    real_end = train_loop.Run.end_epoch
-
-    def end_then_crash(self, epoch, *args):
-        real_end(self, epoch, *args)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_loop.Run, "end_epoch", end_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(corpus, tmp_path / "b"), progress=False)
-    monkeypatch.undo()
+    crash_after_epoch(monkeypatch, config(corpus, tmp_path / "b"), 1)
     assert not (tmp_path / "b" / "metrics.json").exists()
     with pytest.raises(ValueError, match="another config"):
         train(config(corpus, tmp_path / "b", **{"optim.lr": 1e-3}), progress=False)
@@ -139,17 +144,7 @@ def test_weight_average_is_validated_kept_and_resumed(corpus, tmp_path, monkeypa
     raw = last.state_dict()
     assert any(not torch.equal(value, raw[name]) for name, value in best.state_dict().items())
     # Interrupted after epoch 1 and resumed: the average is restored with the optimizer.
-    real_end = train_loop.Run.end_epoch
-
-    def end_then_crash(self, epoch, *args):
-        real_end(self, epoch, *args)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_loop.Run, "end_epoch", end_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(corpus, tmp_path / "b", **ema), progress=False)
-    monkeypatch.undo()
+    crash_after_epoch(monkeypatch, config(corpus, tmp_path / "b", **ema), 0)
     resumed = train(config(corpus, tmp_path / "b", **ema), progress=False)
     assert resumed["test"] == first["test"] and resumed["val_uar"] == first["val_uar"]
     with pytest.raises(ValueError, match="ema_decay"):
