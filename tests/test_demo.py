@@ -183,8 +183,9 @@ def test_small_demo_distilled_student_beats_supervised(tmp_path):
 
     results = run_demo(tmp_path / "demo", "small", seed=0, progress=False)
     test = results["test"]
-    # measured at seed 0: supervised 53.1 %, distilled 60.4 % UAR on 96 unseen-speaker clips
-    assert test["distilled"]["uar"] > test["supervised"]["uar"] + 0.05, test
+    # measured (UAR on 96 unseen-speaker clips, supervised -> distilled): seed 0 52.1 -> 71.9,
+    # seed 1 61.5 -> 72.9, seed 2 45.8 -> 62.5
+    assert test["distilled"]["uar"] > test["supervised"]["uar"] + 0.08, test
     assert results["teacher_agreement"]["video"] > 0.9
     for name in ("supervised", "distilled"):
         model, meta = load_checkpoint(tmp_path / "demo" / "students" / name)
