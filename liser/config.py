@@ -108,9 +108,7 @@ class OptimConfig:
     class_weighting: bool = True  # inverse-frequency weights in the supervised CE
     label_smoothing: float = 0.0
     grad_clip: float = 5.0
-    ema_decay: float = (
-        0.0  # > 0: validate, keep and test an exponential moving average of the weights
-    )
+    ema_decay: float = 0.0  # > 0: validate, keep and test an EMA of the weights, per step
 
 
 @dataclass(frozen=True)

@@ -252,17 +252,22 @@ class UnlabeledStream:
     Batches: ``features`` (B, n_mels, n_frames), ``audio_probs`` (B, Ca), ``audio_mask`` (B,),
     ``video_probs`` (B, Cv), ``video_mask`` (B,), and the teachers' calibration temperatures
     ``audio_temperature`` / ``video_temperature`` (floats from the stores' headers, 1 if unset).
+    Stores of a ``normalize: global`` front end keep raw log-Mel; ``normalise`` (the student's
+    ``LogMel.normalise``, with its training statistics) is applied to their features.
     """
 
-    def __init__(self, paths, frontend: FrontEndConfig, seed: int = 0):
+    def __init__(self, paths, frontend: FrontEndConfig, seed: int = 0, normalise=None):
         from .store import StoreError, check_frontend, open_store
 
         self.stores = [open_store(p) for p in paths]
         self.seed = seed
+        self.normalise = normalise
         for store in self.stores:
             check_frontend(store, frontend)
             if len(store) == 0:
                 raise StoreError(f"{store.path}: the store holds no windows")
+            if not store.features_normalized and normalise is None:
+                raise StoreError(f"{store.path}: raw log-Mel features need the student's normalise")
         self.audio_classes = _agree(self.stores, "audio_classes")
         self.video_classes = _agree(self.stores, "video_classes")
         self.sizes = np.array([len(s) for s in self.stores], dtype=np.float64)
@@ -294,7 +299,10 @@ class UnlabeledStream:
         )
 
     def _complete(self, store, batch: dict) -> dict:
-        """Give every batch both teachers' columns (zeros, masked, for a teacher a store lacks)."""
+        """Give every batch both teachers' columns (zeros, masked, for a teacher a store lacks)
+        and features normalised as the student's."""
+        if not store.features_normalized:
+            batch["features"] = self.normalise(batch["features"].float())
         n = batch["features"].shape[0]
         for kind, classes in (("audio", self.audio_classes), ("video", self.video_classes)):
             info = store.header["teachers"].get(kind)

@@ -266,8 +266,6 @@ def load(
     if (Path(checkpoint) / "teacher.json").is_file():
         from .teachers import load_teacher_predictor
 
-        device = "cpu" if str(device) == "auto" and not torch.cuda.is_available() else device
-        device = "cuda" if str(device) == "auto" else device
         return load_teacher_predictor(
             str(checkpoint), str(device), window_seconds, hop_seconds, batch_size
         )

@@ -89,7 +89,9 @@ class Run:
                     f"distill.teachers must be both|audio|video, got {distill.teachers!r}"
                 )
             DistillationLoss(distill.loss, distill.weighting)  # unknown names fail here, not later
-            self.stream = D.UnlabeledStream(distill.stores, config.frontend, config.seed)
+            self.stream = D.UnlabeledStream(
+                distill.stores, config.frontend, config.seed, self.logmel.normalise
+            )
             for kind in ("audio", "video"):
                 wanted = distill.teachers in ("both", kind)
                 have = bool(getattr(self.stream, f"{kind}_classes"))
@@ -232,8 +234,6 @@ class Run:
                 if batch is not None:
                     urows = T.share(batch["features"].shape[0], self.rank, self.world)
                     batch = {k: v[urows] if torch.is_tensor(v) else v for k, v in batch.items()}
-                    if config.frontend.normalize == "global":  # stores keep raw log-Mel then
-                        batch["features"] = self.logmel.normalise(batch["features"].float())
                     inputs.append(batch["features"])
                 x = torch.cat(inputs).to(self.device, non_blocking=True)
                 with torch.autocast(
@@ -370,7 +370,6 @@ class Run:
 
         path = self.out / "best"
         if self.rank == 0:
-            T.restore_swapped(self.out)
             best, _ = load_checkpoint(path)
             self.scored.load_state_dict(best.state_dict())
             test = self.evaluate("test")

@@ -29,7 +29,6 @@ from ..config import (
     OptimConfig,
     StudentConfig,
     TrainConfig,
-    VideoTeacherConfig,
 )
 from .corpus import CLASSES, SIZES, write_corpus
 
@@ -239,7 +238,6 @@ def run_demo(
         face_detector=detector,
         device="cpu",
         frontend=settings.frontend,
-        video=VideoTeacherConfig(spec=fer_spec, face_detector=detector),
     )
     store = out / "store"
     summary = label(out / "corpus" / "unlabeled.csv", store, label_config, progress=progress)

@@ -87,7 +87,8 @@ class Teacher:
     dtype: torch.dtype | None = None
 
     def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """(B, C) logits of waves (B, N) whose first ``lengths`` samples hold audio."""
+        raise NotImplementedError(f"{type(self).__name__} must define logits()")
 
     @torch.no_grad()
     def predict(self, waves: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:

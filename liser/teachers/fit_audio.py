@@ -53,9 +53,9 @@ def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path
     encoder.to(device)
     window = round(config.window_seconds * SAMPLE_RATE)
     hop = round(config.hop_seconds * SAMPLE_RATE)
-    counts = _cache_dir(config, fingerprint, "pooled") if config.freeze_encoder else None
+    cache = _cache_dir(config, fingerprint, "pooled") if config.freeze_encoder else None
     data = {
-        k: Clips.load(splits[k], classes, window, hop, progress, counts)
+        k: Clips.load(splits[k], classes, window, hop, progress, cache)
         for k in ("train", "val", "test")
     }
     head = PoolingHead(
@@ -63,7 +63,7 @@ def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path
     ).to(device)
     teacher = EncoderTeacher(encoder, head, classes, fingerprint, config, device)
     if config.freeze_encoder:
-        feats = {k: encode_clips(teacher, v, counts, progress) for k, v in data.items()}
+        feats = {k: encode_clips(teacher, v, cache, progress) for k, v in data.items()}
         with _one_thread():  # tiny ops: more threads only wait on each other
             metrics = _fit_frozen(teacher, data, feats, config, rng)
     else:
