@@ -121,6 +121,7 @@ class AugmentConfig:
     gain_db: float = 6.0  # random gain in +-gain_db (before the log)
     noise_snr_db: float = 0.0  # additive white noise at this SNR with p=0.5; 0 = off
     mixup: float = 0.0  # mixup alpha on labeled batches; 0 = off
+    mel_warp: float = 0.0  # vocal-tract-length perturbation: frequencies x U(1-w, 1+w); 0 = off
 
 
 @dataclass(frozen=True)

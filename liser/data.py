@@ -29,7 +29,7 @@ import torch
 
 from .audio import AudioError, fit_window, load_audio, window_starts
 from .config import AugmentConfig, DataConfig, FrontEndConfig
-from .features import FeatureCache, LogMel, cached_features
+from .features import FeatureCache, LogMel, cached_features, mel_band_edges
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,9 @@ def load_clips(
 
 
 def draw_augment(rng: np.random.Generator, n: int, augment: AugmentConfig) -> dict:
-    """Random draws for ``n`` training examples (crop position, gain, noise, SpecAugment masks)."""
-    return {
+    """Random draws for ``n`` training examples (crop position, gain, noise, SpecAugment masks,
+    mel warp factor when on)."""
+    draws = {
         "crop": rng.random(n),
         "gain_db": rng.uniform(-augment.gain_db, augment.gain_db, n)
         if augment.gain_db > 0
@@ -118,6 +119,9 @@ def draw_augment(rng: np.random.Generator, n: int, augment: AugmentConfig) -> di
         "freq_width": rng.integers(0, augment.freq_mask_bins + 1, (n, augment.freq_masks)),
         "freq_start": rng.random((n, augment.freq_masks)),
     }
+    if augment.mel_warp > 0:  # drawn last and only when on: other draws keep their values
+        draws["warp"] = rng.uniform(1 - augment.mel_warp, 1 + augment.mel_warp, n)
+    return draws
 
 
 def take(draws: dict, rows: slice | np.ndarray) -> dict:
@@ -167,9 +171,25 @@ def train_batch(
             waves.append(wave)
         with torch.no_grad():
             x = logmel.log_mel(torch.from_numpy(np.stack(waves)))
+    if "warp" in draws:
+        x = warp_mels(x, draws["warp"], frontend)
     with torch.no_grad():
         x = logmel.normalise(x)
     return spec_augment(x, draws)
+
+
+def warp_mels(x: torch.Tensor, factors: np.ndarray, frontend: FrontEndConfig) -> torch.Tensor:
+    """Vocal-tract-length perturbation on log-Mel: mel band ``m`` of example ``b`` takes the
+    value, linearly interpolated between bands, at frequency ``f_m / factors[b]`` (``f_m`` the
+    band's centre; beyond the outer bands, the outer band). x (B, M, T) -> (B, M, T)."""
+    n_mels = frontend.n_mels
+    centres = mel_band_edges(n_mels, frontend.f_min, frontend.f_max)[1:-1]
+    source = np.interp(centres[None, :] / np.asarray(factors)[:, None], centres, np.arange(n_mels))
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, n_mels - 1)
+    w = torch.from_numpy(source - low).float()[:, :, None]
+    low, high = (torch.from_numpy(i)[:, :, None].expand_as(x) for i in (low, high))
+    return torch.gather(x, 1, low) * (1 - w) + torch.gather(x, 1, high) * w
 
 
 def spec_augment(x: torch.Tensor, draws: dict) -> torch.Tensor:

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .checkpoint import load_checkpoint, logmel_for
 from .student import fuse_for_inference
@@ -31,11 +30,8 @@ OPSET = 17
 
 
 class WaveformClassifier(nn.Module):
-    """Log-Mel (STFT as a convolution) + fused student + softmax of the supervised head.
-
-    The STFT convolution keeps only the taps under the analysis window (400 of 512 at 25 ms), so
-    the graph's largest constant is the (2 * bins, 1, win) DFT basis.
-    """
+    """Log-Mel (STFT from convolutions and matrix products, `dft.ConvPowerSpectrum`) + fused
+    student + softmax of the supervised head."""
 
     def __init__(self, checkpoint: str | os.PathLike):
         super().__init__()
@@ -43,27 +39,10 @@ class WaveformClassifier(nn.Module):
         self.meta = meta
         self.logmel = logmel_for(meta)
         self.student = fuse_for_inference(model)
-        frontend = self.student.frontend
-        self.n_fft, self.hop, win = frontend.n_fft, frontend.hop_samples, frontend.win_samples
-        self.left = (self.n_fft - win) // 2
-        self.right = self.n_fft - win - self.left
-        basis = self.logmel.dft_basis[:, :, self.left : self.left + win].clone()
-        self.register_buffer("dft_basis", basis)
-
-    def features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """waveform (B, N) -> normalised log-Mel (B, n_mels, N // hop + 1), as LogMel does."""
-        half = self.n_fft // 2
-        x = F.pad(waveform.unsqueeze(1), (half, half), mode="reflect")
-        x = x[:, :, self.left : x.shape[-1] - self.right]
-        real, imag = F.conv1d(x, self.dft_basis, stride=self.hop).chunk(2, dim=1)
-        mel = torch.matmul(self.logmel.mel_fb, real * real + imag * imag)
-        return self.logmel.normalise(
-            torch.log(torch.clamp(mel, min=self.logmel.frontend.log_floor))
-        )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """waveform : shape = (B, N) 16 kHz -> probabilities, shape = (B, n_classes)"""
-        return torch.softmax(self.student(self.features(waveform))["logits"], dim=-1)
+        return torch.softmax(self.student(self.logmel(waveform))["logits"], dim=-1)
 
 
 def export_onnx(
@@ -130,44 +109,25 @@ def _add_metadata(path: Path, meta: dict) -> None:
 
 
 def _quantize(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization of the LSTM and linear weights (per channel).
+    """Dynamic int8 quantization of the student's LSTM and linear weights (per channel).
 
     Convolutions stay fp32: quantizing their activations per tensor cost 2 UAR points on a RAVDESS
     fold (benchmarks/bench_int8_uar.py), while their weights are a small part of the file. The
-    front end's DFT basis is stored as float16 and cast to float32 in the graph (half the size).
+    front end (DFT stages, mel filterbank) stays fp32: its weights are small and exact.
     """
     import onnx
-    from onnx import helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(src))
-    dft_nodes = [
-        node
-        for node in model.graph.node
-        if node.op_type == "Conv" and any("dft_basis" in name for name in node.input)
-    ]
-    quantized = Path(str(dst) + ".q.onnx")
+    front_end = [node.name for node in model.graph.node if not node.name.startswith("/student/")]
     quantize_dynamic(
         str(src),
-        str(quantized),
+        str(dst),
         weight_type=QuantType.QInt8,
         per_channel=True,
         op_types_to_quantize=["MatMul", "Gemm", "LSTM"],
-        nodes_to_exclude=[node.name for node in dft_nodes],
+        nodes_to_exclude=front_end,
     )
-    model = onnx.load(str(quantized))
-    quantized.unlink()
-    for init in list(model.graph.initializer):
-        if "dft_basis" not in init.name:
-            continue
-        half = numpy_helper.from_array(
-            numpy_helper.to_array(init).astype(np.float16), init.name + "_f16"
-        )
-        model.graph.initializer.remove(init)
-        model.graph.initializer.append(half)
-        cast = helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT)
-        model.graph.node.insert(0, cast)
-    onnx.save(model, str(dst))
 
 
 def onnx_session(path: str | os.PathLike, threads: int = 1):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import FrontEndConfig
+from .dft import ConvPowerSpectrum
 
 FEATURES_VERSION = 1  # bump when the log-Mel computation changes: invalidates caches
 NORMALIZE_EPS = 1e-5  # added to the standard deviation in normalisation
@@ -45,6 +45,11 @@ def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     return np.where(mel >= min_log_mel, log, linear)
 
 
+def mel_band_edges(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """The n_mels + 2 edge frequencies (Hz) of the Slaney mel bands; band m peaks at edge m + 1."""
+    return mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+
+
 def mel_filterbank(
     sample_rate: int = 16000,
     n_fft: int = 512,
@@ -61,7 +66,7 @@ def mel_filterbank(
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"need 0 <= f_min < f_max <= {sample_rate / 2}, got {f_min}, {f_max}")
     fft_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    edges_hz = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+    edges_hz = mel_band_edges(n_mels, f_min, f_max)
     widths = np.diff(edges_hz)
     ramps = edges_hz[:, None] - fft_hz[None, :]
     rising = -ramps[:-2] / widths[:-1, None]
@@ -83,8 +88,8 @@ def _exporting() -> bool:
 class LogMel(nn.Module):
     """Waveform -> normalised log-Mel spectrogram.
 
-    stft: "torch" (torch.stft, fastest in training), "conv" (conv1d with a fixed windowed DFT basis:
-    only real ops, exports to ONNX), or "auto" ("torch" eagerly, "conv" while tracing/exporting).
+    stft: "torch" (torch.stft, fastest in training), "conv" (`dft.ConvPowerSpectrum`: a factored
+    DFT from convolutions and matrix products, only real ops, exports to ONNX), or "auto" ("torch" eagerly, "conv" while tracing/exporting).
     Both give power spectra equal to ~1e-5 relative; both centre frames with reflect padding.
     Global normalisation statistics live in buffers `mean`, `std` (n_mels,), set by
     `fit_global_stats` or `set_global_stats`, saved in the state dict.
@@ -103,15 +108,9 @@ class LogMel(nn.Module):
             )
         self.frontend, self.stft = frontend, stft
         self.n_fft, self.hop = frontend.n_fft, frontend.hop_samples
-        n_bins = self.n_fft // 2 + 1
         window = torch.hann_window(frontend.win_samples, periodic=True, dtype=torch.float64)
-        left = (self.n_fft - frontend.win_samples) // 2  # torch.stft centres a short window
-        padded = F.pad(window, (left, self.n_fft - frontend.win_samples - left))
-        phase = torch.outer(torch.arange(n_bins), torch.arange(self.n_fft)) % self.n_fft  # exact
-        angle = 2 * math.pi * phase.to(torch.float64) / self.n_fft
-        basis = torch.cat([padded * torch.cos(angle), -padded * torch.sin(angle)])
         self.register_buffer("window", window.float(), persistent=False)
-        self.register_buffer("dft_basis", basis.float().unsqueeze(1), persistent=False)
+        self.conv_power = ConvPowerSpectrum(self.n_fft, self.hop, window)
         fb = mel_filterbank(
             frontend.sample_rate, self.n_fft, frontend.n_mels, frontend.f_min, frontend.f_max
         )
@@ -123,10 +122,7 @@ class LogMel(nn.Module):
     def power_spectrum(self, wave: torch.Tensor) -> torch.Tensor:
         """wave (B, N) -> |STFT|^2 (B, n_fft // 2 + 1, N // hop + 1)."""
         if self.stft == "conv" or (self.stft == "auto" and _exporting()):
-            x = F.pad(wave.unsqueeze(1), (self.n_fft // 2, self.n_fft // 2), mode="reflect")
-            out = F.conv1d(x, self.dft_basis, stride=self.hop)
-            real, imag = out.chunk(2, dim=1)
-            return real * real + imag * imag
+            return self.conv_power(wave)
         spec = torch.stft(
             wave,
             self.n_fft,
