@@ -374,3 +374,21 @@ def test_cli_train_and_cv_commands(corpus, tmp_path):
                                  "--set", "optim.epochs=1", "--quiet"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cv" / "cv.md").is_file()
+
+
+def test_mel_warp_moves_a_tone_along_the_mel_axis_and_keeps_other_draws():
+    from liser.features import LogMel
+
+    frontend = FrontEndConfig(n_mels=40)
+    logmel = LogMel(frontend)
+    x = logmel.log_mel(torch.sin(2 * torch.pi * 1000.0 * torch.arange(16000) / 16000)[None])
+    peak = lambda y: int(y.mean(dim=-1).argmax(dim=-1)[0])  # noqa: E731
+    up, down, same = (D.warp_mels(x, np.array([f]), frontend) for f in (1.15, 0.85, 1.0))
+    assert torch.equal(same, x)
+    assert peak(up) > peak(x) > peak(down)  # a 1 kHz tone read as ~1.15 kHz / ~0.85 kHz
+    assert up.shape == x.shape == (1, 40, 101)
+    off, on = (AugmentConfig(mel_warp=w) for w in (0.0, 0.1))
+    a, b = (D.draw_augment(np.random.default_rng(3), 8, aug) for aug in (off, on))
+    assert "warp" not in a and set(b) - set(a) == {"warp"}
+    assert all(np.array_equal(a[k], b[k]) for k in a)  # switching it on changes no other draw
+    assert ((b["warp"] >= 0.9) & (b["warp"] <= 1.1)).all() and b["warp"].std() > 0.02
