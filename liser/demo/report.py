@@ -136,7 +136,7 @@ def report_markdown(results: dict) -> str:
         f"Distillation gain: **{100 * gain:+.1f} UAR points**.",
         "",
         "Teachers on the unlabeled windows, against the hidden labels (training never reads them): "
-        f"audio teacher (a wider student fitted on the labeled clips) {_pct(agree.get('audio'))} % "
+        f"audio teacher ({results['audio_teacher']['kind']}) {_pct(agree.get('audio'))} % "
         f"accuracy, video teacher "
         f"{_pct(agree.get('video'))} % ({_pct(agree.get('video_masked'))} % of "
         f"{agree['windows']} windows masked: too few frames with a face).",
