@@ -88,6 +88,7 @@ def test_int8_is_smaller_and_close(exported):
     front_end = [n for n in onnx.load(int8["path"]).graph.node if "/logmel/" in n.name]
     assert {n.op_type for n in front_end} >= {"Conv", "MatMul"}  # the DFT and mel stay fp32
     assert not any("Integer" in n.op_type or "Quant" in n.op_type for n in front_end)
+    assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(int8["path"]).graph.node}
     waves = np.stack([tone(3.0, f) for f in (150, 300, 600)])
     a, b = run_onnx(fp32["path"], waves), run_onnx(int8["path"], waves)
     assert np.abs(a - b).max() < 0.25  # logits are sharpened x200 above; UAR parity: benchmarks
