@@ -246,20 +246,24 @@ def run_demo(
     detector = str(face_detector or haar_cascade())
     fer_spec = str(video_teacher or _fit_video_teacher(out, detector, settings, seed, console))
 
-    if settings.teacher is None:
-        stages.start(
-            "supervised", "3/6 supervised student on the labeled clips (the audio teacher)"
-        )
-        runs = {"supervised": train(train_config("supervised", out, settings, seed), progress)}
-        audio_spec = runs["supervised"]["checkpoint"]
-        teacher_kind = "the supervised student"
-    else:
-        teacher_kind = "a student 4x the size, fitted on the labeled clips"
+    own_teacher = settings.teacher is None  # the supervised student teaches itself
+    if not own_teacher:
         stages.start("audio_teacher", "3a/6 audio teacher: a wider student on the labeled clips")
         config = train_config("audio-teacher", out, settings, seed, student=settings.teacher)
         audio_spec = train(config, progress)["checkpoint"]
-        stages.start("supervised", "3b/6 supervised student on the labeled clips")
-        runs = {"supervised": train(train_config("supervised", out, settings, seed), progress)}
+    role = " (the audio teacher)" if own_teacher else ""
+    stages.start(
+        "supervised",
+        f"3{'' if own_teacher else 'b'}/6 supervised student on the labeled clips{role}",
+    )
+    runs = {"supervised": train(train_config("supervised", out, settings, seed), progress)}
+    if own_teacher:
+        audio_spec = runs["supervised"]["checkpoint"]
+    teacher_kind = (
+        "the supervised student"
+        if own_teacher
+        else "a student 4x the size, fitted on the labeled clips"
+    )
 
     stages.start("label", "4/6 label the unlabeled videos with both teachers")
     label_config = LabelConfig(
