@@ -82,7 +82,8 @@ class ConvPowerSpectrum(nn.Module):
     def _factored(self, frame: torch.Tensor, n1: int, n2: int) -> None:
         i1 = torch.arange(n1, dtype=torch.float64)
         i2 = torch.arange(n2, dtype=torch.float64)
-        # stage 1, group n2, output (re/im, k1), tap n1: w[n] exp(-2 pi i n k1 / n_fft), n = N2 n1 + n2
+        # stage 1, group n2, output (re/im, k1), tap n1: w[n] exp(-2 pi i n k1 / n_fft),
+        # with n = N2 n1 + n2
         n = n2 * i1[None, None, :] + i2[:, None, None]  # (n2, 1, n1)
         angle = 2 * math.pi * (n * i1[None, :, None] % self.n_fft) / self.n_fft  # (n2, k1, n1)
         w = frame.reshape(n1, n2).T[:, None, :]
