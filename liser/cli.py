@@ -395,7 +395,11 @@ def predict_command(
 def export_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder (or its checkpoint.json)."),
     output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
-    int8: bool = typer.Option(False, "--int8", help="Quantize weights to int8 (onnxruntime)."),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Quantize the LSTM weights to int8 (onnxruntime dynamic quantization).",
+    ),
 ) -> None:
     """ONNX model taking the raw 16 kHz waveform (front end inside), supervised head only."""
     from .export import export_onnx
