@@ -36,7 +36,8 @@ def dense_macs(n_fft: int, win: int) -> int:
 
 
 def factored_macs(n_fft: int, n1: int) -> int:
-    """MACs per frame of the two-stage DFT with ``n_fft = n1 * n2``."""
+    """MACs per frame of the two-stage DFT with ``n_fft = n1 * n2``, before the stage-1 taps
+    outside the window are dropped (the ranking of splits does not need them)."""
     n2, k2 = n_fft // n1, (n_fft // 2) // n1 + 1
     return n2 * 2 * n1 * n1 + 2 * k2 * 2 * n2 * n1
 

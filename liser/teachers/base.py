@@ -3,6 +3,7 @@ teachers that need no encoder (liser student checkpoints and ensembles)."""
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import logging
@@ -70,7 +71,7 @@ def clip_windows(
     return np.stack([wave[s : s + window] for s in starts]), np.full(len(starts), window)
 
 
-class Teacher:
+class Teacher(abc.ABC):
     """Base of audio teachers: ``classes``, ``fingerprint``, ``predict(waves (B, N)) -> (B, C)``.
 
     Subclasses implement ``logits(waves (B, N) tensor, lengths (B,)) -> (B, C)``; probabilities are
@@ -86,9 +87,9 @@ class Teacher:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype | None = None
 
+    @abc.abstractmethod
     def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, C) logits of waves (B, N) whose first ``lengths`` samples hold audio."""
-        raise NotImplementedError(f"{type(self).__name__} must define logits()")
 
     @torch.no_grad()
     def predict(self, waves: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
