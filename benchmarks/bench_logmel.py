@@ -3,8 +3,8 @@
     python benchmarks/bench_logmel.py [--seconds 3] [--batch 32] [--threads 1 2] [--repeats 10]
 
 Prints clips/s for the torch.stft path (training), the factored conv DFT path (what ONNX export
-uses), the exported ONNX graph in onnxruntime, and decoding + resampling real RAVDESS FLAC (48 kHz) with
-`load_audio` when ../shared is present.
+uses), the exported ONNX graph in onnxruntime, and decoding + resampling real RAVDESS FLAC
+(48 kHz) with `load_audio` when ../shared is present.
 """
 
 from __future__ import annotations
