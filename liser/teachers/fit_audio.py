@@ -173,6 +173,16 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
+def _validate(logits, data, epoch: int, loss: torch.Tensor, history: list) -> tuple:
+    """Validation metrics after an epoch, appended to ``history``; returns (score, metrics), the
+    score ordering epochs by UAR first, validation NLL breaking ties."""
+    val = _evaluate(logits("val"), data["val"])
+    history.append(
+        {"epoch": epoch, "val_uar": val["uar"], "val_nll": val["nll"], "loss": float(loss.detach())}
+    )
+    return (val["uar"], -val["nll"]), val
+
+
 def _fit_frozen(teacher, data, feats, config, rng) -> dict:
     """Head on pooled features (n_windows, L+1, D) of all windows, each labeled with its clip."""
     feats = {k: torch.from_numpy(v) for k, v in feats.items()}
@@ -204,16 +214,7 @@ def _fit_frozen(teacher, data, feats, config, rng) -> dict:
             optim.zero_grad()
             loss.backward()
             optim.step()
-        val = _evaluate(logits("val"), data["val"])
-        score = (val["uar"], -val["nll"])  # UAR first, validation NLL breaks ties
-        history.append(
-            {
-                "epoch": epoch,
-                "val_uar": val["uar"],
-                "val_nll": val["nll"],
-                "loss": float(loss.detach()),
-            }
-        )
+        score, val = _validate(logits, data, epoch, loss, history)
         if score > best:
             best, best_epoch, bad = score, epoch, 0
             best_state = {"head": {k: v.clone() for k, v in head.state_dict().items()}}
@@ -301,16 +302,7 @@ def _fit_lora(teacher, data, config, fingerprint, progress, out: Path) -> dict:
             optim.zero_grad()
             loss.backward()
             optim.step()
-        val = _evaluate(logits("val"), data["val"])
-        score = (val["uar"], -val["nll"])  # UAR first, validation NLL breaks ties
-        history.append(
-            {
-                "epoch": epoch,
-                "val_uar": val["uar"],
-                "val_nll": val["nll"],
-                "loss": float(loss.detach()),
-            }
-        )
+        score, val = _validate(logits, data, epoch, loss, history)
         if score > best:
             best, best_epoch, bad = score, epoch, 0
             best_state = {
