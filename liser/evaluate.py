@@ -253,12 +253,7 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, rows=None, probs=Non
     out.mkdir(parents=True, exist_ok=True)
     classes = metrics["classes"]
     _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["true \\ predicted", *classes])
-    writer.writerows([c, *counts] for c, counts in zip(classes, metrics["confusion"], strict=True))
-    _atomic_write(out / "confusion.csv", text.getvalue())
-    _atomic_write(out / "confusion.png", confusion_png(np.array(metrics["confusion"]), classes))
+    write_confusion(metrics["confusion"], classes, out)
     if rows is not None:
         text = io.StringIO()
         writer = csv.writer(text)
@@ -282,6 +277,16 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, rows=None, probs=Non
             )
         _atomic_write(out / "predictions.csv", text.getvalue())
     return out
+
+
+def write_confusion(matrix, classes: Sequence[str], out_dir: Path, title: str = "") -> None:
+    """confusion.csv (counts, true class per row) and confusion.png in ``out_dir``."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["true \\ predicted", *classes])
+    writer.writerows([c, *counts] for c, counts in zip(classes, matrix, strict=True))
+    _atomic_write(out_dir / "confusion.csv", text.getvalue())
+    _atomic_write(out_dir / "confusion.png", confusion_png(np.array(matrix), classes, title))
 
 
 def confusion_png(matrix: np.ndarray, classes: Sequence[str], title: str = "") -> bytes:
@@ -321,7 +326,8 @@ def summarize_folds(metrics: Sequence[dict]) -> dict:
     """Mean and sample standard deviation (ddof=1; 0 for one fold) over folds.
 
     Returns {"n_folds", "uar": {"mean", "std"}, "war": ..., "macro_f1": ...,
-    "per_class_recall": {class: {"mean", "std"}} (over the folds where the class occurs)}.
+    "per_class_recall": {class: {"mean", "std"}} (over the folds where the class occurs)}, and
+    "classes" and "confusion" (summed over folds) when every fold has the same classes.
     """
     if not metrics:
         raise ValueError("no folds to summarise")
@@ -340,6 +346,9 @@ def summarize_folds(metrics: Sequence[dict]) -> dict:
     summary["per_class_recall"] = {
         c: stats(m.get("per_class_recall", {}).get(c) for m in metrics) for c in classes
     }
+    if all(m.get("confusion") is not None and m.get("classes") == classes for m in metrics):
+        summary["classes"] = classes  # every fold scored the same classes: pool their counts
+        summary["confusion"] = np.sum([m["confusion"] for m in metrics], axis=0).tolist()
     return summary
 
 

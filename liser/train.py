@@ -261,9 +261,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 def cv(config: TrainConfig, progress: bool = True) -> dict:
     """Train and test on every fold (``output_dir/fold-K``); a finished fold is not run again.
     Writes ``output_dir/cv.json`` (``evaluate.summarize_folds``: mean and sample std over folds,
-    in [0, 1]) and ``cv.md`` (a table in percent). Returns the summary."""
+    in [0, 1]), ``cv.md`` (a table in percent) and the folds' pooled ``confusion.csv`` and
+    ``confusion.png``. Returns the summary."""
     from .checkpoint import library_versions
-    from .evaluate import summarize_folds
+    from .evaluate import summarize_folds, write_confusion
     from .manifest import read_manifest
     from .splits import resolve_folds
 
@@ -316,4 +317,7 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
         tmp = out / ".cv.md.tmp"
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(out / "cv.md")
+        if "confusion" in summary:
+            title = f"{config.name}: {len(rows)} folds pooled"
+            write_confusion(summary["confusion"], summary["classes"], out, title)
     return summary

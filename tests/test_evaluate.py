@@ -75,6 +75,17 @@ def test_summarize_folds_mean_and_sample_std():
     assert s["per_class_recall"]["a"]["mean"] == pytest.approx(0.5)
     assert s["per_class_recall"]["b"] == {"mean": 0.5, "std": 0.0}  # one fold has it
     assert "60.00 ± 14.14" in _render(summary_table(s))
+    assert "confusion" not in s  # the folds carry no confusion matrices
+
+
+def test_summarize_folds_pools_confusions_only_over_the_same_classes():
+    a = {"uar": 0.5, "war": 0.5, "macro_f1": 0.5, "per_class_recall": {"x": 1.0, "y": 0.0},
+         "classes": ["x", "y"], "confusion": [[2, 0], [1, 0]]}  # fmt: skip
+    b = a | {"confusion": [[0, 1], [0, 3]]}
+    s = summarize_folds([a, b])
+    assert s["classes"] == ["x", "y"] and s["confusion"] == [[2, 1], [1, 3]]
+    other = b | {"classes": ["y", "x"], "per_class_recall": {"y": 1.0, "x": 0.0}}
+    assert "confusion" not in summarize_folds([a, other])
 
 
 def _render(table) -> str:

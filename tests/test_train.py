@@ -349,6 +349,13 @@ def test_cv_summarises_all_folds_and_resumes(corpus, tmp_path, monkeypatch):
     assert summary["uar"]["std"] == pytest.approx(np.std(uars, ddof=1))
     assert "mean ± std" in (tmp_path / "cv" / "cv.md").read_text()
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["n_folds"] == 2
+    folds = [json.loads((tmp_path / "cv" / f"fold-{k}" / "metrics.json").read_text())["test"]
+             for k in (1, 2)]  # fmt: skip
+    pooled = np.add(folds[0]["confusion"], folds[1]["confusion"])
+    assert summary["confusion"] == pooled.tolist() and pooled.sum() == folds[0]["n"] + folds[1]["n"]
+    rows = (tmp_path / "cv" / "confusion.csv").read_text().splitlines()
+    assert [int(v) for v in rows[1].split(",")[1:]] == pooled[0].tolist()
+    assert (tmp_path / "cv" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     monkeypatch.setattr(train_loop.Run, "fit", lambda self: pytest.fail("fold trained again"))
     assert cv(cfg, progress=False)["uar"] == summary["uar"]
 
