@@ -246,24 +246,19 @@ def run_demo(
     detector = str(face_detector or haar_cascade())
     fer_spec = str(video_teacher or _fit_video_teacher(out, detector, settings, seed, console))
 
-    own_teacher = settings.teacher is None  # the supervised student teaches itself
-    if not own_teacher:
+    audio_spec = None
+    if settings.teacher is None:  # the supervised student teaches itself
+        step = "3/6 supervised student on the labeled clips (the audio teacher)"
+        teacher_kind = "the supervised student"
+    else:
         stages.start("audio_teacher", "3a/6 audio teacher: a wider student on the labeled clips")
         config = train_config("audio-teacher", out, settings, seed, student=settings.teacher)
         audio_spec = train(config, progress)["checkpoint"]
-    role = " (the audio teacher)" if own_teacher else ""
-    stages.start(
-        "supervised",
-        f"3{'' if own_teacher else 'b'}/6 supervised student on the labeled clips{role}",
-    )
+        step = "3b/6 supervised student on the labeled clips"
+        teacher_kind = "a student 4x the size, fitted on the labeled clips"
+    stages.start("supervised", step)
     runs = {"supervised": train(train_config("supervised", out, settings, seed), progress)}
-    if own_teacher:
-        audio_spec = runs["supervised"]["checkpoint"]
-    teacher_kind = (
-        "the supervised student"
-        if own_teacher
-        else "a student 4x the size, fitted on the labeled clips"
-    )
+    audio_spec = audio_spec or runs["supervised"]["checkpoint"]
 
     stages.start("label", "4/6 label the unlabeled videos with both teachers")
     label_config = LabelConfig(
