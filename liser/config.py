@@ -15,17 +15,15 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the dataclass it is meant for."""
-
+from .config_rules import Checked as _Checked
+from .config_rules import ConfigError, coerce_value
 
 # --------------------------------------------------------------------------------------------
 # Front end and student
 
 
 @dataclass(frozen=True)
-class FrontEndConfig:
+class FrontEndConfig(_Checked):
     """Waveform -> log-Mel settings. Saved in every feature cache, store and checkpoint."""
 
     sample_rate: int = 16000  # Hz
@@ -59,7 +57,7 @@ class FrontEndConfig:
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(_Checked):
     """CNN-LSTM student. Class counts are filled in from the data at training time."""
 
     # Defaults: ~94 k parameters, ~19 M MACs per 3 s window, ~2-3 ms per window on 1 CPU thread
@@ -81,7 +79,7 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Checked):
     manifest: str = ""  # labeled manifest (.parquet, .csv or .jsonl)
     classes: tuple[str, ...] = ()  # target classes in order; () = the corpus's own list
     folds: str = (
@@ -97,7 +95,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Checked):
     lr: float = 2e-3  # AdamW peak learning rate
     weight_decay: float = 1e-2
     batch_size: int = 32
@@ -112,7 +110,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(_Checked):
     random_crop: bool = True  # random 3 s crop of longer clips in training
     time_masks: int = 2  # SpecAugment time masks per example
     time_mask_frames: int = 25
@@ -125,7 +123,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_Checked):
     """LiSER's distillation from teacher soft labels on unlabeled windows."""
 
     stores: tuple[str, ...] = ()  # soft-label stores (folders of Parquet shards); () = supervised
@@ -141,7 +139,7 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Checked):
     """One training run: a student on one fold, supervised or with distillation."""
 
     name: str = "run"
@@ -159,7 +157,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(_Checked):
     """A grid of training runs over folds and seeds, summarised in one results table."""
 
     name: str = "experiment"
@@ -184,7 +182,7 @@ class ExperimentConfig:
 
 
 @dataclass(frozen=True)
-class AudioTeacherConfig:
+class AudioTeacherConfig(_Checked):
     """An audio encoder (HuBERT, wav2vec 2.0, WavLM, Whisper) with LoRA and a pooling head."""
 
     spec: str = "facebook/hubert-base-ls960"  # hub id, local folder, CTranslate2 Whisper folder
@@ -219,7 +217,7 @@ class AudioTeacherConfig:
 
 
 @dataclass(frozen=True)
-class VideoTeacherConfig:
+class VideoTeacherConfig(_Checked):
     """Face detector + facial-expression model, pooled over time as in the paper."""
 
     spec: str = ""  # .hdf5, .onnx, TorchScript .pt, or a folder with model + classes JSON
@@ -233,7 +231,7 @@ class VideoTeacherConfig:
 
 
 @dataclass(frozen=True)
-class LabelConfig:
+class LabelConfig(_Checked):
     """Unlabeled files -> 3 s windows -> teacher soft labels in a Parquet store."""
 
     window_seconds: float = 3.0
@@ -258,7 +256,7 @@ class LabelConfig:
 
 
 @dataclass(frozen=True)
-class ExperimentTeacherConfig:
+class ExperimentTeacherConfig(_Checked):
     """A teacher made for each fold and seed of an experiment from that fold's labeled training
     clips alone (never its test clips or the labels that ``data.label_fraction`` hid), which labels
     unlabeled clips into a per-fold soft-label store added to the fold's ``distill.stores``. Only
@@ -309,31 +307,16 @@ def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown key '{where}{key}'{hint}")
-        kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
-    return cls(**kwargs)
-
-
-def _coerce(hint, value, where: str):
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        if dataclasses.is_dataclass(value):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{where}' must be a mapping, got {value!r}")
-        return from_dict(hint, value, where + ".")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{where}' must be a list, got {value!r}")
-        return tuple(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, bool, str) and not isinstance(value, hint):
-        if hint is str and isinstance(value, (int, float)):
-            return str(value)
-        raise ConfigError(f"'{where}' must be {hint.__name__}, got {value!r}")
-    return value
+        kwargs[key] = coerce_value(hints[key], value, f"{where}{key}", from_dict)
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        if not error.key:
+            raise
+        key = f"{where}{error.key}"
+        raise ConfigError(
+            f"'{key}' {error.problem}, got {error.value!r}", key, error.problem, error.value
+        ) from None
 
 
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:

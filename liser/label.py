@@ -23,6 +23,7 @@ from . import shards
 from . import store as st
 from .audio import AudioError
 from .config import LabelConfig
+from .devices import precision_name, resolve_device
 from .label_clips import Clip, audio_columns, clip_windows, list_clips
 from .label_report import NoBar, WindowsBar, summarize
 from .video_io import VideoError
@@ -269,7 +270,7 @@ def _resolve_teachers(header: dict, config: LabelConfig, audio_teacher, video_te
     if isinstance(audio, str):
         from .teachers import load_audio_teacher
 
-        audio = load_audio_teacher(audio, device=_device(config.device))
+        audio = load_audio_teacher(audio, device=str(resolve_device(config.device)))
     if isinstance(video, str):
         from .teachers import load_video_teacher
 
@@ -285,6 +286,7 @@ def _resolve_teachers(header: dict, config: LabelConfig, audio_teacher, video_te
             "spec": spec if isinstance(spec, str) else getattr(teacher, "spec", None),
             "classes": list(teacher.classes),
             "fingerprint": teacher.fingerprint,
+            "precision": precision_name(getattr(teacher, "dtype", None)),
             "temperature": getattr(
                 teacher,
                 "temperature",
@@ -313,14 +315,6 @@ def _check_unavailable(header: dict, audio, video, todo: list[Clip]) -> None:
                 f"the store's {kind} teacher (fingerprint {info['fingerprint']}) was given as an "
                 f"object, not a SPEC; pass it again to label the {len(todo)} new clip(s)"
             )
-
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _stamp(clip: Clip) -> dict:

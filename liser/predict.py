@@ -30,6 +30,7 @@ from .audio import SILENT_PEAK, AudioError, fit_window, stream_audio, window_sta
 from .checkpoint import load_checkpoint, logmel_for
 from .config import FrontEndConfig, to_dict
 from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from .devices import resolve_device
 from .student import Student, fuse_for_inference
 
 FORMATS = ("json", "jsonl", "csv")
@@ -53,13 +54,6 @@ def check_frontend(meta: dict, frontend: FrontEndConfig | None, where: str = "ch
             f"{where} was trained with another front end ({'; '.join(diff)}; checkpoint's value "
             f"first); its features would not match. Use the checkpoint's own front end."
         )
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def iter_windows(

@@ -45,10 +45,10 @@ def _load_teacher(kind: str, arg, config):
     if not isinstance(arg, dict):
         return arg
     if kind == "audio":
-        from .label import _device
+        from .devices import resolve_device
         from .teachers import load_audio_teacher
 
-        return load_audio_teacher(arg["spec"], device=_device(config.device))
+        return load_audio_teacher(arg["spec"], device=str(resolve_device(config.device)))
     from .teachers import load_video_teacher
 
     return load_video_teacher(arg["spec"], face_detector=arg["face_detector"], config=config.video)

@@ -33,34 +33,15 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import TrainConfig, replace, to_dict
+from .devices import distributed_device
 
 STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.pt"
 RUNTIME_KEYS = ("output_dir", "num_threads", "device", "data.num_workers")  # may change on resume
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist.is_initialized():
-        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto" -> "bf16" where bf16 matmuls run natively (CUDA with bf16; CPUs with AMX or
-    AVX512-BF16), else "fp32": on other CPUs bf16 autocast is emulated and slower (see
-    benchmarks/bench_train.py). A fixed rule rather than a timing, so runs stay reproducible."""
-    if precision != "auto":
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be auto|fp32|bf16, got {precision!r}")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = (
-        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    )
-    return "bf16" if native else "fp32"
+    """The run's device ("cuda" under torchrun: this process's GPU); see ``devices``."""
+    return distributed_device(name)
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup_fraction: float) -> float:

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import data as D
 from . import train as T
 from .config import TrainConfig, to_dict
+from .devices import resolve_precision
 from .losses import DistillationLoss, SupervisedLoss, class_weights
 
 
@@ -29,7 +30,7 @@ class Run:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.device = T.resolve_device(config.device)
-        self.precision = T.resolve_precision(config.precision, self.device)
+        self.precision = resolve_precision(config.precision, self.device)
         self.console = Console(stderr=True, quiet=not (progress and rank == 0))
         self.progress = Progress(
             TextColumn("{task.description}"),

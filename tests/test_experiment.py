@@ -173,12 +173,17 @@ def test_rows_names_and_errors(corpus, tmp_path):
     with pytest.raises(FileNotFoundError, match="row 'x'.*not a soft-label store"):
         run_experiment(missing, progress=False)
     assert not (tmp_path / "exp" / "runs").exists()
+    # A bad value is refused before any run starts, naming the row's key.
+    nope = experiment(corpus, tmp_path, rows=[{"name": "bad", "optim.schedule": "nope"}], folds=[1])
+    with pytest.raises(ConfigError, match="row 'bad': 'optim.schedule' must be one of 'onecycle'"):
+        run_experiment(nope, progress=False)
     # A run that fails is reported with its traceback; the table is still written.
-    bad = experiment(corpus, tmp_path, rows=[{"name": "bad", "optim.schedule": "nope"}], folds=[1])
+    gone = str(tmp_path / "gone.parquet")
+    bad = experiment(corpus, tmp_path, rows=[{"name": "bad", "data.manifest": gone}], folds=[1])
     results = run_experiment(bad, progress=False)
     [failure] = results["failed"]
-    assert failure["row"] == "bad" and "nope" in failure["error"]
-    assert "unknown schedule" in Path(failure["traceback"]).read_text()
+    assert failure["row"] == "bad" and "gone.parquet" in failure["error"]
+    assert "gone.parquet" in Path(failure["traceback"]).read_text()
     assert "Failed runs (1)" in (tmp_path / "exp" / "results.md").read_text()
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liser.config import DataConfig
+from liser.config import ConfigError, DataConfig
 from liser.constants import RAVDESS_FOLDS
 from liser.corpora import parse_ravdess_name
 from liser.manifest import (
@@ -182,10 +182,11 @@ def test_bad_splits_raise_clear_errors():
         split_fold(ravdess_like(), DataConfig(fold=7), seed=0)
     with pytest.raises(ManifestError, match="needs RAVDESS speakers .* got 's00'"):
         split_fold(df, DataConfig(folds="ravdess"), seed=0)
-    with pytest.raises(ManifestError, match="unknown folds 'speakers'"):
-        split_fold(df, DataConfig(folds="speakers"), seed=0)
-    with pytest.raises(ManifestError, match=r"label_fraction must be in \(0, 1\]"):
-        split_fold(df, DataConfig(n_folds=5, label_fraction=0.0), seed=0)
+    # bad values are refused when the config is built, before any split is made
+    with pytest.raises(ConfigError, match="'folds' must be one of 'auto', 'ravdess'"):
+        DataConfig(folds="speakers")
+    with pytest.raises(ConfigError, match=r"'label_fraction' must be in \(0, 1\], got 0.0"):
+        DataConfig(n_folds=5, label_fraction=0.0)
     with pytest.raises(ManifestError, match="leaves no training speaker"):
         split_fold(synthetic(3, clips=3), DataConfig(n_folds=3, val_fraction=0.9), seed=0)
     dup = pd.concat([df, df.iloc[[0]]], ignore_index=True)

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..config import AudioTeacherConfig, from_dict, to_dict
-from .base import Teacher, TeacherError, autocast_dtype, quick_hash, read_calibration
+from ..devices import autocast_dtype
+from .base import Teacher, TeacherError, quick_hash, read_calibration
 from .ct2 import is_ct2_folder
 from .whisper import is_hf_whisper_folder, load_whisper_encoder
 

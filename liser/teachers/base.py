@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..constants import SAMPLE_RATE
+from ..devices import autocast_dtype
 
 log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
@@ -21,30 +22,6 @@ CALIBRATION_FILE = "calibration.json"
 
 class TeacherError(ValueError):
     """A teacher spec that cannot be loaded; the message names the spec and the reason."""
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``precision`` ("auto" | "fp32" | "bf16" | "fp16"); None = fp32.
-
-    "auto": bf16 on GPUs that support it, else fp16; on CPU bf16 only where oneDNN has native bf16
-    kernels (AVX512-BF16/AMX), fp32 elsewhere (emulated bf16 is slower than fp32)."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -21,8 +21,9 @@ from torch.nn import functional as F
 
 from ..config import AudioTeacherConfig, replace, save_config, to_dict
 from ..constants import SAMPLE_RATE
+from ..devices import autocast_dtype, resolve_device
 from .audio import EncoderTeacher, PoolingHead, apply_lora, load_audio_encoder, save_fitted_teacher
-from .base import autocast, autocast_dtype, resolve_device, write_calibration
+from .base import autocast, write_calibration
 from .calibration import expected_calibration_error, fit_temperature
 from .clips import Clips, encode_clips, lower_layer_cache, uar
 
