@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from .config import ConfigError, FrontEndConfig, StudentConfig, from_dict, to_dict
+from .files import atomic_write
 from .student import Student, count_macs, count_parameters
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ WEIGHTS_NAME = "model.safetensors"
 META_NAME = "checkpoint.json"
 FORMAT = "liser-student"
 FORMAT_VERSION = 1
+CONTENT_KEY = "content_sha256"  # header: SHA-256 of the embedded meta + the tensor data
+META_KEYS = ("classes", "audio_classes", "video_classes", "student", "frontend", "frontend_stats")
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 
 
@@ -65,18 +67,10 @@ def _json_default(value: Any):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, fsync, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def non_finite(state: dict[str, torch.Tensor]) -> str:
+    """The names (up to three) of the floating-point tensors holding NaN or Inf; "" if none."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    return ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
 
 
 def _sha256(path: Path) -> str:
@@ -141,13 +135,27 @@ def save_checkpoint(directory: str | os.PathLike, model: Student, meta: dict) ->
     }
     text = json.dumps(meta, default=_json_default)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if bad := non_finite(state):
+        raise CheckpointError(f"{directory}: not saved: the weights hold NaN or Inf ({bad})")
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": text}
+    header[CONTENT_KEY] = _content_sha256(text, _tensor_data(save(state, metadata=header)))
     weights = directory / WEIGHTS_NAME
-    _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata=header))
+    atomic_write(weights, lambda tmp: save_file(state, tmp, metadata=header))
     record = {**meta, "weights": WEIGHTS_NAME, "weights_sha256": _sha256(weights)}
-    body = json.dumps(record, indent=2, default=_json_default) + "\n"
-    _atomic_write(directory / META_NAME, lambda tmp: Path(tmp).write_text(body))
+    atomic_write(directory / META_NAME, json.dumps(record, indent=2, default=_json_default) + "\n")
     return directory
+
+
+def _tensor_data(blob: bytes | memoryview) -> memoryview:
+    """The tensor bytes of a safetensors file (after its 8-byte length and JSON header)."""
+    n = int.from_bytes(bytes(blob[:8]), "little")
+    return memoryview(blob)[8 + n :]
+
+
+def _content_sha256(meta_text: str, data: bytes | memoryview) -> str:
+    digest = hashlib.sha256(meta_text.encode())
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def _weights_path(path: Path) -> Path:
@@ -162,10 +170,9 @@ def _weights_path(path: Path) -> Path:
             raise CheckpointError(f"{path}: no {WEIGHTS_NAME} in this folder{hint}")
         return weights
     if path.suffix == ".json":
-        try:
-            name = json.loads(path.read_text()).get("weights", WEIGHTS_NAME)
-        except (json.JSONDecodeError, AttributeError) as err:
-            raise CheckpointError(f"{path}: not a liser checkpoint.json ({err})") from err
+        name = _read_record(path).get("weights", WEIGHTS_NAME)
+        if not isinstance(name, str) or Path(name).name != name:
+            raise CheckpointError(f"{path}: 'weights' must be a file name, got {name!r}")
         weights = path.parent / name
         if not weights.exists():
             raise CheckpointError(f"{path}: its weights file {weights} is missing")
@@ -206,20 +213,63 @@ def _read(path: Path) -> tuple[Path, dict]:
             f"{weights}: checkpoint format {header['format_version']} is newer than this liser "
             f"reads ({FORMAT_VERSION}); upgrade liser"
         )
-    meta = embedded
+    verified = _verify_content(weights, header)
     record = weights.parent / META_NAME
     if record.exists():
-        try:
-            stored = json.loads(record.read_text())
-        except json.JSONDecodeError:
-            stored = None
-        if stored is not None and stored.get("weights_sha256") == _sha256(weights):
-            meta = stored
-        else:
+        stored = _read_record(record)
+        if stored.get("weights_sha256") == _sha256(weights):
+            changed = [k for k in META_KEYS if _plain(stored.get(k)) != _plain(embedded.get(k))]
+            if changed:
+                raise CheckpointError(
+                    f"{record} disagrees with the meta embedded in {weights} on "
+                    f"{', '.join(changed)}; it was edited by hand: restore it, or delete it to use "
+                    "the embedded meta"
+                )
+        elif verified:  # a crash between writing the weights and checkpoint.json
             log.warning(
-                "%s does not match %s; using the meta stored in the weights", record, weights
+                "%s is stale (it describes other weights); using the meta stored in %s",
+                record,
+                weights,
             )
-    return weights, meta
+        else:
+            raise CheckpointError(
+                f"{weights}: its SHA-256 does not match the one recorded in {record}: the weights "
+                "may be corrupt. If checkpoint.json is the stale file (a crash while saving), "
+                "delete it to use the meta embedded in the weights"
+            )
+    return weights, embedded
+
+
+def _read_record(path: Path) -> dict:
+    """A checkpoint.json as a dict (CheckpointError when it is not a JSON object)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a liser checkpoint.json ({err})") from err
+    if not isinstance(record, dict):
+        kind = type(record).__name__
+        raise CheckpointError(f"{path}: not a liser checkpoint.json (a JSON {kind}, not an object)")
+    return record
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _verify_content(weights: Path, header: dict) -> bool:
+    """True when the header records the content hash and it matches; CheckpointError when it
+    does not (a corrupted file); False for files saved before liser recorded it."""
+    expected = header.get(CONTENT_KEY)
+    if not expected:
+        return False
+    with open(weights, "rb") as handle:
+        blob = handle.read()
+    if _content_sha256(header["meta"], _tensor_data(blob)) != expected:
+        raise CheckpointError(
+            f"{weights}: corrupt: the SHA-256 of its meta and tensor data does not match the one "
+            "recorded when it was saved; restore the file or train again"
+        )
+    return True
 
 
 def load_checkpoint(
@@ -242,6 +292,12 @@ def load_checkpoint(
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{weights}: weights do not fit the stored config ({err})") from err
+    if bad := non_finite(state):
+        raise CheckpointError(f"{weights}: the weights hold NaN or Inf ({bad})")
+    try:
+        _check_classes(meta, model)
+    except CheckpointError as err:
+        raise CheckpointError(f"{weights}: {err}") from None
     return model.to(device).eval(), meta
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
+import click
 import typer
 
 app = typer.Typer(
@@ -43,29 +46,43 @@ def demo_command(
     teachers label unlabeled videos; a distilled and a supervised student are compared."""
     from .demo import run_demo
 
-    try:
+    with errors():
         run_demo(out, size, seed, video_teacher, face_detector, progress=not quiet)
+
+
+@contextlib.contextmanager
+def errors():
+    """Bad input (OSError, ValueError: every liser error is one) -> "error: ..." and exit code 2;
+    any other exception -> one line naming it and exit code 1 (the traceback with LISER_DEBUG=1);
+    Ctrl-C -> exit code 130. A command never shows a traceback for bad input."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, click.ClickException):
+        raise
+    except KeyboardInterrupt:
+        typer.echo("interrupted (long jobs resume when the same command is run again)", err=True)
+        raise typer.Exit(130) from None
     except (OSError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
+        raise typer.Exit(2) from None
+    except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("LISER_DEBUG"):
+            raise
+        typer.echo(
+            f"error: unexpected {type(error).__name__}: {error} (set LISER_DEBUG=1 for the "
+            "traceback, and please report it)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 # Each stage adds its commands below, importing its module inside the function so that
 # `liser --help` stays fast.
 
 
-def _unused(_: Path) -> None:  # keeps the Path import for commands added below
-    pass
-
-
 _MANIFEST_OUT = typer.Option(
     ..., "-o", "--output", help="Manifest to write: .parquet, .csv or .jsonl."
 )
-
-
-def _manifest_errors(error: Exception) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(2)
 
 
 @manifest_app.command("ravdess")
@@ -83,12 +100,10 @@ def manifest_ravdess(
     """RAVDESS clips from their names MM-VV-EE-II-SS-RR-AA (8 classes, speaker = actor)."""
     from .manifest import ravdess_manifest, save_manifest
 
-    try:
+    with errors():
         typer.echo(
             save_manifest(ravdess_manifest(root, tuple(modality), tuple(channel), measure), output)
         )
-    except (OSError, ValueError) as error:
-        raise _manifest_errors(error) from error
 
 
 @manifest_app.command("cremad")
@@ -104,10 +119,8 @@ def manifest_cremad(
     """CREMA-D clips from names ActorID_Sentence_Emotion_Level (6 classes, 91 speakers)."""
     from .manifest import cremad_manifest, save_manifest
 
-    try:
+    with errors():
         typer.echo(save_manifest(cremad_manifest(source, demographics, root, measure), output))
-    except (OSError, ValueError) as error:
-        raise _manifest_errors(error) from error
 
 
 @manifest_app.command("folder")
@@ -121,10 +134,8 @@ def manifest_folder(
     """Labeled clips from one sub-folder per class."""
     from .manifest import folder_manifest, save_manifest
 
-    try:
+    with errors():
         typer.echo(save_manifest(folder_manifest(root, speaker_pattern), output))
-    except (OSError, ValueError) as error:
-        raise _manifest_errors(error) from error
 
 
 @manifest_app.command("emobox")
@@ -136,10 +147,8 @@ def manifest_emobox(
     """Import EmoBox metadata as a manifest."""
     from .manifest import emobox_import, save_manifest
 
-    try:
+    with errors():
         typer.echo(save_manifest(emobox_import(jsonl, root), output))
-    except (OSError, ValueError) as error:
-        raise _manifest_errors(error) from error
 
 
 @manifest_app.command("emobox-export")
@@ -151,10 +160,8 @@ def manifest_emobox_export(
     """Export a manifest as EmoBox metadata."""
     from .manifest import emobox_export, read_manifest
 
-    try:
+    with errors():
         typer.echo(emobox_export(read_manifest(manifest), output, root))
-    except (OSError, ValueError) as error:
-        raise _manifest_errors(error) from error
 
 
 @manifest_app.command("videos")
@@ -165,10 +172,8 @@ def manifest_videos(
     """Unlabeled media files, probed without decoding (duration, streams, fps, size)."""
     from .manifest import save_manifest, videos_manifest
 
-    try:
+    with errors():
         typer.echo(save_manifest(videos_manifest(root), output))
-    except (OSError, ValueError) as error:
-        raise _manifest_errors(error) from error
 
 
 @teacher_app.command("check-video")
@@ -188,13 +193,11 @@ def teacher_check_video(
     from .config import VideoTeacherConfig, load_config
     from .teachers.video import check_files, check_table, load_video_teacher
 
-    cfg = load_config(VideoTeacherConfig, config, overrides)
-    try:
-        teacher = load_video_teacher(video_teacher, face_detector, cfg)
-    except ValueError as error:  # FERModelError, FaceDetectorError, ConfigError
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    records = check_files(teacher, files)
+    with errors():  # FERModelError, FaceDetectorError, ConfigError
+        teacher = load_video_teacher(
+            video_teacher, face_detector, load_config(VideoTeacherConfig, config, overrides)
+        )
+        records = check_files(teacher, files)
     if json_output:
         typer.echo(json.dumps(records, indent=1))
     else:
@@ -220,16 +223,13 @@ def teacher_fit_audio(
     from .config import AudioTeacherConfig, load_config
     from .teachers.fit_audio import fit_audio_teacher, fit_audio_teacher_folds
 
-    try:
+    with errors():
         cfg = load_config(AudioTeacherConfig, config, overrides)
         if folds:
             fold_list = tuple(int(f) for f in folds.split(","))
             typer.echo(json.dumps(fit_audio_teacher_folds(cfg, fold_list, not quiet), indent=1))
         else:
             typer.echo(fit_audio_teacher(cfg, progress=not quiet))
-    except (OSError, ValueError) as error:  # TeacherError, ManifestError, ConfigError
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
 
 
 @teacher_app.command("calibrate")
@@ -249,11 +249,8 @@ def teacher_calibrate(
 
     from .teachers.calibration import calibrate_teacher
 
-    try:
+    with errors():
         report = calibrate_teacher(audio_teacher, manifest, output, fold, split, store, device)
-    except (OSError, ValueError) as error:  # TeacherError, ManifestError
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     typer.echo(json.dumps(report, indent=1))
 
 
@@ -278,13 +275,10 @@ def label_command(
 
     options = {"audio_teacher": audio_teacher, "video_teacher": video_teacher,
                "face_detector": face_detector, "engine": engine, "hop_seconds": hop_seconds}  # fmt: skip
-    try:
+    with errors():
         cfg = load_config(LabelConfig, config, overrides)
         cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
         summary = label(src, output, cfg, progress=not quiet)
-    except (OSError, ValueError) as error:  # StoreError, ConfigError, TeacherError, bad SRC
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     if quiet:
         typer.echo(json.dumps(summary))
 
@@ -302,11 +296,8 @@ def train_command(
     from .config import TrainConfig, load_config
     from .train import train
 
-    try:
+    with errors():
         metrics = train(load_config(TrainConfig, config, overrides), progress=not quiet)
-    except (OSError, ValueError) as error:  # ConfigError, ManifestError, StoreError, resume clash
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     test = metrics["test"]
     uar, war = 100 * test["uar"], 100 * test["war"]
     typer.echo(f"test UAR {uar:.2f} %  WAR {war:.2f} %  {metrics['checkpoint']}")
@@ -326,11 +317,8 @@ def cv_command(
     from .evaluate import summary_table
     from .train import cv
 
-    try:
+    with errors():
         summary = cv(load_config(TrainConfig, config, overrides), progress=not quiet)
-    except (OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     Console().print(summary_table(summary, title=summary["name"]))
 
 
@@ -351,11 +339,8 @@ def evaluate_command(
 
     from .evaluate import evaluate_checkpoint, metrics_table
 
-    try:
+    with errors():
         metrics = evaluate_checkpoint(checkpoint, manifest, output, window, hop, batch_size, device)
-    except (OSError, ValueError) as error:  # CheckpointError, ManifestError, unknown labels
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     Console().print(metrics_table(metrics, title=f"{checkpoint} on {manifest.name}"))
 
 
@@ -380,13 +365,10 @@ def predict_command(
     from .config import TrainConfig, load_config
     from .predict import predict
 
-    try:
+    with errors():
         frontend = load_config(TrainConfig, config).frontend if config else None
         results = predict(checkpoint, paths, output, format, window, hop, batch_size, device,
                           frontend, progress=not quiet)  # fmt: skip
-    except (OSError, ValueError) as error:  # CheckpointError, FrontEndMismatch, ConfigError
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     if not any("error" not in r for r in results):
         raise typer.Exit(1)
 
@@ -404,11 +386,8 @@ def export_command(
     """ONNX model taking the raw 16 kHz waveform (front end inside), supervised head only."""
     from .export import export_onnx
 
-    try:
+    with errors():
         summary = export_onnx(checkpoint, output, int8=int8)
-    except (OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     typer.echo(
         f"wrote {summary['path']} ({summary['bytes'] / 1e6:.2f} MB, opset {summary['opset']}"
         f"{', int8' if int8 else ''}); max |onnx - torch| = {summary['max_abs_diff']:.2e}"
@@ -439,12 +418,9 @@ def experiment_command(
     from .experiment import run_experiment
     from .experiment_results import results_table
 
-    try:
+    with errors():
         cfg = load_config(ExperimentConfig, config, overrides)
         results = run_experiment(cfg, not quiet, tuple(only), teachers_only)
-    except (OSError, ValueError) as error:  # ConfigError, ManifestError, a run with another config
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     if teachers_only:
         typer.echo(json.dumps(results, indent=1))
         raise typer.Exit(1 if results["failed"] else 0)

@@ -352,11 +352,9 @@ def load_config(cls: type, path: str | Path | None = None, overrides=()) -> Any:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write a config as YAML (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    tmp.replace(path)
+    from .files import atomic_write
+
+    atomic_write(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def replace(config: Any, **changes) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import atomic_write
 from .student import Student
 
 MAIN_METRICS = {"uar": "UAR", "war": "WAR", "macro_f1": "macro-F1"}  # key -> table label
@@ -240,19 +241,13 @@ def _checkpoint_folder(checkpoint) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    tmp.replace(path)
-
-
 def write_report(metrics: dict, out_dir: str | os.PathLike, rows=None, probs=None) -> Path:
     """metrics.json, confusion.csv and confusion.png in ``out_dir`` (and predictions.csv from
     manifest ``rows`` with clip ``probs`` (n, C) when given), each written atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     classes = metrics["classes"]
-    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_confusion(metrics["confusion"], classes, out)
     if rows is not None:
         text = io.StringIO()
@@ -275,7 +270,7 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, rows=None, probs=Non
                     *values,
                 ]
             )
-        _atomic_write(out / "predictions.csv", text.getvalue())
+        atomic_write(out / "predictions.csv", text.getvalue())
     return out
 
 
@@ -285,8 +280,8 @@ def write_confusion(matrix, classes: Sequence[str], out_dir: Path, title: str = 
     writer = csv.writer(text)
     writer.writerow(["true \\ predicted", *classes])
     writer.writerows([c, *counts] for c, counts in zip(classes, matrix, strict=True))
-    _atomic_write(out_dir / "confusion.csv", text.getvalue())
-    _atomic_write(out_dir / "confusion.png", confusion_png(np.array(matrix), classes, title))
+    atomic_write(out_dir / "confusion.csv", text.getvalue())
+    atomic_write(out_dir / "confusion.png", confusion_png(np.array(matrix), classes, title))
 
 
 def confusion_png(matrix: np.ndarray, classes: Sequence[str], title: str = "") -> bytes:

@@ -31,6 +31,7 @@ from .checkpoint import load_checkpoint, logmel_for
 from .config import FrontEndConfig, to_dict
 from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from .devices import resolve_device
+from .files import atomic_write
 from .student import Student, fuse_for_inference
 
 FORMATS = ("json", "jsonl", "csv")
@@ -135,7 +136,10 @@ class Predictor:
         """waves : shape = (B, window) float32 at the front end's rate -> probs (B, n_classes)."""
         x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
         logits = self.model(self.logmel(x))["logits"]
-        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if not np.isfinite(probs).all():
+            raise ValueError("the model's outputs are NaN or Inf: this checkpoint is unusable")
+        return probs
 
     def _score(self, chunks: Iterable[np.ndarray]) -> tuple[list[tuple[int, int]], np.ndarray, int]:
         """Windows of a stream of chunks -> ([(start, end) samples], probs (W, C), n samples)."""
@@ -339,11 +343,7 @@ def predict(
     if output is None:
         sys.stdout.write(text)
     else:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(output)
+        atomic_write(output, text)
     errors = [r for r in results if "error" in r]
     console = Console(stderr=True)
     for r in errors:

@@ -34,8 +34,26 @@ from torch import nn
 
 from .config import TrainConfig, replace, to_dict
 from .devices import distributed_device
+from .files import atomic_write, write_json
 
 STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.pt"
+
+
+class TrainingDiverged(ValueError):
+    """A run whose loss or weights became NaN or Inf; nothing of the failed epoch is saved."""
+
+
+def diverged(config: TrainConfig, epoch: int, what: str) -> TrainingDiverged:
+    """The error that stops a diverging run (``epoch`` 0-based); the checkpoints of the last
+    complete epoch are left as they were."""
+    last = Path(config.output_dir).expanduser() / "last"
+    kept = f"the last good checkpoint is {last} (epoch {epoch})" if epoch else "nothing was saved"
+    return TrainingDiverged(
+        f"{config.name}: training diverged in epoch {epoch + 1}, {what}; {kept}. Lower "
+        f"optim.lr (now {config.optim.lr:g}) and start again in a new output_dir"
+    )
+
+
 RUNTIME_KEYS = ("output_dir", "num_threads", "device", "data.num_workers")  # may change on resume
 
 
@@ -161,12 +179,6 @@ def check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
             f"{where} holds a run with another config (sections differ: {', '.join(diff)}); "
             "use another output_dir or delete that folder to start over"
         )
-
-
-def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,9 +307,7 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
         cell = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"  # noqa: E731
         lines.append(f"| mean ± std | {cell(summary['uar'])} | {cell(summary['war'])} | "
                      f"{cell(summary['macro_f1'])} | | |")  # fmt: skip
-        tmp = out / ".cv.md.tmp"
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(out / "cv.md")
+        atomic_write(out / "cv.md", "\n".join(lines) + "\n")
         if "confusion" in summary:
             title = f"{config.name}: {len(rows)} folds pooled"
             write_confusion(summary["confusion"], summary["classes"], out, title)

@@ -16,8 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import data as D
 from . import train as T
+from .checkpoint import non_finite
 from .config import TrainConfig, to_dict
 from .devices import resolve_precision
+from .files import write_json
 from .losses import DistillationLoss, SupervisedLoss, class_weights
 
 
@@ -267,6 +269,8 @@ class Run:
                         )
                         loss = loss + getattr(config.distill, f"{kind}_weight") * term
                         sums[kind] += term.item()
+                if not torch.isfinite(loss):
+                    raise T.diverged(config, epoch, f"step {step + 1}: the loss is {loss.item()}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.optim.grad_clip > 0:
@@ -305,6 +309,8 @@ class Run:
 
     def end_epoch(self, epoch: int, state: dict, losses: dict, seconds: float) -> None:
         stage = self.stage(epoch)
+        if broken := non_finite(self.model.state_dict()):
+            raise T.diverged(self.config, epoch, f"the weights hold NaN or Inf ({broken})")
         val = {"uar": None, "war": None}  # no validation in stage 1 or without val clips
         has_val = "val" in self.windows and stage != "distill"
         if has_val:
@@ -397,7 +403,7 @@ class Run:
                 "versions": library_versions(),
             }
             self.out.mkdir(parents=True, exist_ok=True)
-            T.write_json(self.out / "metrics.json", metrics)
+            write_json(self.out / "metrics.json", metrics)
             test = metrics["test"]
             self.console.print(
                 f"[bold]test[/] (best epoch {state['best_epoch'] + 1}): UAR {100 * test['uar']:.2f} % "

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..constants import SAMPLE_RATE
+from ..files import atomic_write
 from .face import FaceStyle, expression, face_intensity, random_face, render_face
 from .voice import Utterance, Voice, random_voice, synthesize
 
@@ -211,7 +212,7 @@ def write_corpus(
                 "choose another folder or delete it"
             )
     else:
-        _atomic_write(info_path, json.dumps(info, indent=2))
+        atomic_write(info_path, json.dumps(info, indent=2))
     plans = plan_corpus(spec, seed)
     todo = [(p, spec, str(root)) for p in plans]
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
@@ -242,9 +243,3 @@ def _run(todo: list, workers: int, progress: bool) -> None:
         with ProcessPoolExecutor(workers) as pool:
             for _ in pool.map(_write_clip, todo, chunksize=4):
                 bar.advance(task)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

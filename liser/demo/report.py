@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_write
 
 ROWS = (  # (key in results["test"], model, what it learned from)
     ("supervised", "student, supervised", "labeled clips only"),
@@ -16,12 +17,6 @@ ROWS = (  # (key in results["test"], model, what it learned from)
         "labeled clips + both teachers on unlabeled videos",
     ),
 )
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    tmp.replace(path)
 
 
 def _figure(width: float, height: float):
@@ -169,11 +164,11 @@ def report_markdown(results: dict) -> str:
 
 def write_report(out: Path, results: dict, evaluations: dict, runs: dict) -> Path:
     """Write report.md, confusion.png, curves.png and results.json into ``out``."""
-    _atomic_write(out / "confusion.png", confusions_png(evaluations))
-    _atomic_write(out / "curves.png", curves_png(runs))
-    _atomic_write(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write(out / "confusion.png", confusions_png(evaluations))
+    atomic_write(out / "curves.png", curves_png(runs))
+    atomic_write(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     path = out / "report.md"
-    _atomic_write(path, report_markdown(results))
+    atomic_write(path, report_markdown(results))
     return path
 
 
