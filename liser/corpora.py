@@ -257,7 +257,9 @@ def folder_manifest(root: str | Path, speaker_pattern: str | None = None) -> pd.
     ``speaker_pattern``: a regex searched in the path relative to the class folder whose first group
     (or whole match) is the speaker, e.g. ``r"^([^/]+)/"`` for ``class/speaker/clip.wav`` or
     ``r"^([a-z]+)_"`` for ``class/anna_01.wav``; without it every speaker is "unknown" (speaker
-    folds then need a ``fold`` column). Duplicate stems get ids ``label/stem``."""
+    folds then need a ``fold`` column). Duplicate stems get ids ``label/stem``. Symlinks are
+    followed, but a path that leads into another class folder of ``root`` (or back into ``root``)
+    is skipped and reported, so no clip is filed under a class it is not in."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
@@ -266,8 +268,10 @@ def folder_manifest(root: str | Path, speaker_pattern: str | None = None) -> pd.
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS]
     skipped += [(p.absolute(), "bad name: not inside a class folder") for p in sorted(loose)]
+    folders: set = set()  # real folders listed, over all classes: loops end, nothing twice
     for class_dir in classes:
-        for path in progress(list_media(class_dir, errors=skipped), f"Reading {class_dir.name}"):
+        found = list_media(class_dir, errors=skipped, seen=folders, confine=root)
+        for path in progress(found, f"Reading {class_dir.name}"):
             relative = path.relative_to(class_dir.absolute()).as_posix()
             speaker = "unknown"
             if pattern is not None:

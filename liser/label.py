@@ -108,7 +108,8 @@ def label(
     """
     config = config or LabelConfig()
     _check_config(config)
-    clips = list_clips(src)
+    unreadable: list = []
+    clips = list_clips(src, unreadable)
     store_dir = Path(store_dir)
     with StoreLock(store_dir):
         header = _open_header(store_dir, config)
@@ -119,6 +120,8 @@ def label(
         _check_unavailable(header, audio, video, todo)
         st.write_header(store_dir, header)
         job = LabelJob(store_dir, config, header, audio, video, todo, progress)
+        for folder, reason in unreadable:
+            job.skip(Clip(str(folder), str(folder)), reason)
         from .relabel import relabel_stale
 
         relabel_stale(job)
@@ -180,34 +183,68 @@ def label_clips_local(job: LabelJob) -> None:
 
 
 class StoreLock:
-    """Exclusive use of a store by one labeling process (``STORE/.lock`` holds its pid).
+    """Exclusive use of a store by one labeling process: an ``flock`` on ``STORE/.lock``, which
+    also holds the owner's pid for the error message.
 
-    A lock left by a killed process (pid no longer running) is taken over.
+    The kernel drops the lock when its process ends, however it ends (kill -9 included), so there
+    is no stale lock to take over and no race between processes starting together. On network
+    file systems this holds where the server supports locks: NFSv4 and Linux NFSv3 clients (which
+    map flock to POSIX locks) do, SMB with Linux clients does; on file systems mounted with
+    ``nolock`` or without a lock manager, labeling the same store from two machines at once is
+    not detected. Windows uses ``msvcrt.locking`` on the same file.
     """
 
     def __init__(self, store_dir: str | Path):
         self.path = Path(store_dir) / ".lock"
+        self.fd: int | None = None
 
     def __enter__(self) -> StoreLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_lock(fd):
+                os.close(fd)
                 pid = _read_pid(self.path)
-                if pid and pid != os.getpid() and _running(pid):
-                    raise st.StoreError(
-                        f"{self.path.parent}: in use by another labeling process (pid {pid})"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            os.write(fd, str(os.getpid()).encode())
+                who = f" (pid {pid})" if pid else ""
+                raise st.StoreError(
+                    f"{self.path.parent}: in use by another labeling process{who}"
+                ) from None
+            try:  # the file may have been unlinked by an owner that just finished: lock anew
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self.fd = fd
+                return self
             os.close(fd)
-            return self
         raise st.StoreError(f"{self.path.parent}: cannot take the lock {self.path}")
 
     def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still locked: no one holds a removed file
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _read_pid(path: Path) -> int:
@@ -215,16 +252,6 @@ def _read_pid(path: Path) -> int:
         return int(path.read_text().strip() or 0)
     except (OSError, ValueError):
         return 0
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_config(config: LabelConfig) -> None:

@@ -21,6 +21,7 @@ import torch
 from .audio import SILENT_PEAK, AudioError, fit_window, load_audio, stream_audio
 from .config import LabelConfig
 from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from .media import list_media
 from .video_io import iter_frames, probe
 
 MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
@@ -40,22 +41,23 @@ class Clip:
         return Path(self.path).suffix.lower() not in AUDIO_EXTENSIONS
 
 
-def list_clips(src: str | Path) -> list[Clip]:
-    """The clips of a folder (media files found recursively), a manifest, or one media file.
+def list_clips(src: str | Path, errors: list | None = None) -> list[Clip]:
+    """The clips of a folder (media files found recursively, symlinks followed, each real folder
+    once), a manifest, or one media file. Unreadable folders are added to ``errors`` as
+    (path, reason); a folder without any media file is a FileNotFoundError.
 
     A manifest row is a whole file when it starts at 0 and its path appears once; otherwise it is
     the segment [start, start + duration).
     """
     src = Path(src)
     if src.is_dir():
-        media = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
-        files = sorted(
-            p
-            for p in src.rglob("*")
-            if p.suffix.lower() in media
-            and (p.is_file() or (p.is_symlink() and not p.exists()))  # dangling: reported
-            and not any(part.startswith(".") for part in p.relative_to(src).parts)
-        )
+        found: list = []
+        files = list_media(src, AUDIO_EXTENSIONS + VIDEO_EXTENSIONS, errors=found)
+        if errors is not None:
+            errors.extend(found)
+        if not files:
+            why = f" ({len(found)} unreadable folder(s), first {found[0][0]})" if found else ""
+            raise FileNotFoundError(f"{src}: no audio or video file in this folder{why}")
         return [Clip(str(p.absolute()), str(p.absolute())) for p in files]
     if src.suffix.lower() in MANIFEST_EXTENSIONS:
         from .manifest import read_manifest

@@ -15,38 +15,62 @@ MEDIA_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
 
 
 def list_media(
-    root: str | Path, extensions=MEDIA_EXTENSIONS, errors: list | None = None
+    root: str | Path,
+    extensions=MEDIA_EXTENSIONS,
+    errors: list | None = None,
+    seen: set | None = None,
+    confine: str | Path | None = None,
 ) -> list[Path]:
-    """Media files under ``root`` (recursive, sorted, hidden entries skipped). Symlinked folders are
-    followed once each, so symlink loops end; unreadable folders are added to ``errors``."""
+    """Media files under ``root`` (recursive, sorted, hidden entries skipped).
+
+    Symlinked folders are followed, each real folder once: a symlink back into a folder already
+    listed (a loop, or a second link to it) is not entered again. ``seen`` (a set of real
+    folders, shared across calls) makes that hold over several roots of one run. Unreadable
+    folders are added to ``errors`` as (path, reason). ``confine``: a tree that ``root`` lies in (a
+    corpus whose sub-folders are classes); anything under ``root`` that resolves into that tree but
+    outside ``root`` itself is skipped and reported, so no file is listed under another class.
+    """
     root = Path(root)
     if root.is_file():
         return [root.absolute()] if root.suffix.lower() in extensions else []
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
+    seen = set() if seen is None else seen
+    report = errors.append if errors is not None else (lambda item: None)
+    home = os.path.realpath(root)
+    tree = os.path.realpath(confine) if confine is not None else None
+
+    def escapes(real: str) -> bool:
+        return tree is not None and _inside(real, tree) and not _inside(real, home)
 
     def on_error(error: OSError) -> None:
-        if errors is not None:
-            errors.append((error.filename, f"unreadable folder ({error.strerror})"))
+        report((error.filename, f"unreadable folder ({error.strerror})"))
 
-    seen, files = set(), []
+    files = []
     for folder, dirs, names in os.walk(root.absolute(), followlinks=True, onerror=on_error):
-        try:
-            stat = os.stat(folder)
-        except OSError:
+        real = os.path.realpath(folder)
+        if escapes(real):
+            report((folder, f"outside its folder {root}: it leads to {real}"))
             dirs[:] = []
             continue
-        if (stat.st_dev, stat.st_ino) in seen:  # a symlink back into a folder already listed
+        if real in seen:  # a symlink loop, or a second link to a folder: listed once
             dirs[:] = []
             continue
-        seen.add((stat.st_dev, stat.st_ino))
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files += [
-            Path(folder, n)
-            for n in names
-            if not n.startswith(".") and Path(n).suffix.lower() in extensions
-        ]
+        for name in sorted(names):
+            path = Path(folder, name)
+            if name.startswith(".") or path.suffix.lower() not in extensions:
+                continue
+            if escapes(os.path.realpath(path)):
+                report((path, f"outside its folder {root}: it leads to {os.path.realpath(path)}"))
+                continue
+            files.append(path)
     return sorted(files)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def probe_media(path: str | Path) -> dict:

@@ -32,10 +32,13 @@ from .config import FrontEndConfig, to_dict
 from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from .devices import resolve_device
 from .files import atomic_write
+from .media import list_media
 from .student import Student, fuse_for_inference
 
 FORMATS = ("json", "jsonl", "csv")
 MIN_SECONDS = 0.1  # shorter files are reported as too short (as audio.load_audio does)
+MIN_HOP_SECONDS = 0.01  # finer hops only multiply the windows of a file
+MAX_WINDOW_SECONDS = 60.0  # longer windows are far from what a student was trained on
 
 
 class FrontEndMismatch(ValueError):
@@ -79,23 +82,49 @@ def iter_windows(
             yield start, buffer[start - offset : start - offset + window]
 
 
-def collect_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, and the audio/video files under folders (recursively, sorted; dangling
-    links are kept so that they are reported as not found)."""
-    suffixes = set(AUDIO_EXTENSIONS) | set(VIDEO_EXTENSIONS)
+def collect_paths(paths: Iterable[str | os.PathLike], skipped: list | None = None) -> list[Path]:
+    """Files as given, and the audio/video files under folders (recursively, sorted, symlinks
+    followed, each real folder once over all ``paths``). A file reached twice is kept once.
+    Appended to ``skipped`` as (path, reason): unreadable folders, symlink loops, and a folder
+    given explicitly that holds no audio or video file."""
+    suffixes = tuple(set(AUDIO_EXTENSIONS) | set(VIDEO_EXTENSIONS))
+    skipped = [] if skipped is None else skipped
     files: list[Path] = []
+    folders: set = set()
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if (p.is_file() or p.is_symlink()) and p.suffix.lower() in suffixes
-                )
-            )
+            found = list_media(path, suffixes, errors=skipped, seen=folders)
+            if not found:
+                skipped.append((path, "a folder with no audio or video file in it"))
+            files.extend(found)
         else:
             files.append(path)
-    return files
+    unique, real = [], set()
+    for path in files:
+        key = os.path.realpath(path)
+        if key not in real:
+            real.add(key)
+            unique.append(path)
+    return unique
+
+
+def check_windows(window_seconds: float, hop_seconds: float, frontend: FrontEndConfig) -> None:
+    """Refuse window and hop lengths that make no sense (ValueError naming the option)."""
+    for name, value in (("window", window_seconds), ("hop", hop_seconds)):
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
+    if window_seconds > MAX_WINDOW_SECONDS:
+        raise ValueError(
+            f"--window {window_seconds:g} s is longer than {MAX_WINDOW_SECONDS:g} s; the student "
+            f"was trained on {frontend.window_seconds:g} s windows"
+        )
+    if window_seconds <= frontend.n_fft / 2 / frontend.sample_rate:
+        raise ValueError(f"--window {window_seconds:g} s is too short for the front end")
+    if hop_seconds < MIN_HOP_SECONDS:
+        raise ValueError(
+            f"--hop {hop_seconds:g} s is shorter than {MIN_HOP_SECONDS:g} s (a 2-hour file "
+            f"would need {7200 / hop_seconds:.0f} windows)"
+        )
 
 
 class Predictor:
@@ -121,13 +150,14 @@ class Predictor:
         self.model = fuse_for_inference(model).to(self.device)
         self.logmel = logmel_for(meta, self.device)
         rate = self.frontend.sample_rate
-        self.window_seconds = window_seconds or self.frontend.window_seconds
-        self.hop_seconds = hop_seconds or self.window_seconds / 2
+        self.window_seconds = (
+            self.frontend.window_seconds if window_seconds is None else window_seconds
+        )
+        self.hop_seconds = self.window_seconds / 2 if hop_seconds is None else hop_seconds
+        check_windows(self.window_seconds, self.hop_seconds, self.frontend)
         self.window = round(self.window_seconds * rate)
         self.hop = max(1, round(self.hop_seconds * rate))
-        if self.window <= self.frontend.n_fft // 2:
-            raise ValueError(f"window_seconds={self.window_seconds} is too short for the front end")
-        if batch_size < 1:
+        if isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
@@ -236,8 +266,9 @@ class Predictor:
         from rich.console import Console
         from rich.progress import Progress
 
-        files = collect_paths(paths)
-        results = []
+        skipped: list = []
+        files = collect_paths(paths, skipped)
+        results = [{"path": str(path), "error": reason} for path, reason in skipped]
         with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
             task = bar.add_task("predicting", total=len(files))
             for path in files:
@@ -263,6 +294,9 @@ def load(
     fit-audio`` (it holds ``teacher.json``) gives the teacher behind the same interface."""
     if (Path(checkpoint) / "teacher.json").is_file():
         from .teachers import load_teacher_predictor
+
+        window = FrontEndConfig().window_seconds if window_seconds is None else window_seconds
+        check_windows(window, window / 2 if hop_seconds is None else hop_seconds, FrontEndConfig())
 
         return load_teacher_predictor(
             str(checkpoint), str(device), window_seconds, hop_seconds, batch_size
@@ -337,6 +371,7 @@ def predict(
     format = format or (Path(output).suffix.lstrip(".").lower() if output else "") or "json"
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    paths = list(paths)
     predictor = load(checkpoint, device, window_seconds, hop_seconds, batch_size, frontend)
     results = predictor.predict_files(paths, progress=progress)
     text = format_predictions(results, format, predictor.classes)
@@ -349,4 +384,8 @@ def predict(
     for r in errors:
         console.print(f"[yellow]skipped[/] {escape(r['path'])}: {escape(r['error'])}")
     console.print(f"{len(results) - len(errors)} file(s) predicted, {len(errors)} skipped")
+    if not results:
+        raise ValueError(
+            f"nothing to predict: no audio or video file in {', '.join(map(str, paths))}"
+        )
     return results

@@ -19,7 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .store import SCHEMA, SHARDS, read_shard, shard_paths
+from .store import (
+    SCHEMA,
+    SHARDS,
+    check_unique_windows,
+    corrupt_shard,
+    read_shard,
+    shard_metadata,
+    shard_paths,
+)
 
 COMPLETE_KEY = b"liser.complete"
 ROW_GROUP = 256  # rows per Parquet row group (~10 MB of features at 64 mels x 301 frames)
@@ -27,8 +35,11 @@ ROW_GROUP = 256  # rows per Parquet row group (~10 MB of features at 64 mels x 3
 
 def shard_complete(path: Path) -> list[str]:
     """Clips whose last window is in this shard."""
-    metadata = pq.read_metadata(path).metadata or {}
-    return json.loads(metadata.get(COMPLETE_KEY, b"[]"))
+    metadata = shard_metadata(path).metadata or {}
+    try:
+        return json.loads(metadata.get(COMPLETE_KEY, b"[]"))
+    except json.JSONDecodeError as error:
+        raise corrupt_shard(path, error) from None
 
 
 def done_clips(store_dir: str | Path) -> set[str]:
@@ -165,4 +176,5 @@ def repair_store(store_dir: str | Path) -> list[str]:
             path.unlink()
         else:
             write_shard(path, read_shard(path).filter(pa.array(keep)), complete)
+    check_unique_windows(store_dir)  # after the rows of unfinished clips are gone
     return sorted(dropped)

@@ -135,7 +135,40 @@ def shard_paths(store_dir: str | Path) -> list[Path]:
 
 
 def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=columns, schema=SCHEMA if columns is None else None)
+    """A shard (or some of its columns) as a table; ``StoreError`` naming it when corrupt."""
+    try:
+        return pq.read_table(path, columns=columns, schema=SCHEMA if columns is None else None)
+    except (pa.ArrowException, OSError) as error:
+        raise corrupt_shard(path, error) from None
+
+
+def shard_metadata(path: Path) -> pq.FileMetaData:
+    """A shard's Parquet footer; ``StoreError`` naming it when corrupt."""
+    try:
+        return pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as error:
+        raise corrupt_shard(path, error) from None
+
+
+def corrupt_shard(path: Path, error: Exception) -> StoreError:
+    return StoreError(
+        f"{path}: corrupt shard ({type(error).__name__}: {error}); delete it and run `liser label` "
+        "again on the same files to label its clips anew"
+    )
+
+
+def check_unique_windows(store_dir: str | Path) -> None:
+    """``StoreError`` when two shards hold the same window (a copied or restored shard), naming
+    both; each window must be in the store once, or it would count twice in training."""
+    owner: dict[str, Path] = {}
+    for path in shard_paths(store_dir):
+        for window in read_shard(path, ["window_id"]).column("window_id").to_pylist():
+            first = owner.setdefault(window, path)
+            if first != path:
+                raise StoreError(
+                    f"{store_dir}: window {window} is in two shards, {first.name} and {path.name} "
+                    "(a copy of a shard?); remove the extra copy"
+                )
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,7 +191,8 @@ class SoftLabelStore:
         # False for normalize="global": features are raw log-Mel, the student applies its stats
         self.features_normalized = bool(self.header.get("features_normalized", True))
         self.shards = shard_paths(self.path)
-        self._rows = [pq.read_metadata(p).num_rows for p in self.shards]
+        self._rows = [shard_metadata(p).num_rows for p in self.shards]
+        check_unique_windows(self.path)
 
     def __len__(self) -> int:
         return sum(self._rows)
@@ -200,8 +234,7 @@ class SoftLabelStore:
         buffer: list[dict[str, np.ndarray]] = []
         buffered = 0
         for index in order:
-            file = pq.ParquetFile(self.shards[index])
-            for record_batch in file.iter_batches(batch_size=1024, columns=_READ_COLUMNS):
+            for record_batch in _record_batches(self.shards[index]):
                 buffer.append(self._decode(record_batch))
                 buffered += record_batch.num_rows
                 if buffered >= max(buffer_windows, batch_size):
@@ -227,6 +260,13 @@ class SoftLabelStore:
         coverage = batch.column("face_coverage").to_numpy(zero_copy_only=False)
         out["face_coverage"] = np.asarray(coverage, dtype=np.float32)
         return out
+
+
+def _record_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=1024, columns=_READ_COLUMNS)
+    except (pa.ArrowException, OSError) as error:
+        raise corrupt_shard(path, error) from None
 
 
 _READ_COLUMNS = [
