@@ -41,7 +41,13 @@ def load_audio_teacher(
     ``config``: an ``AudioTeacherConfig`` whose ``precision``/``batch_size`` apply to teachers
     that do not carry their own; ``precision`` overrides ("auto" | "fp32" | "bf16" | "fp16")."""
     from ..devices import resolve_device
-    from .audio import TEACHER_FILE, HFClassifierTeacher, load_fitted_teacher, resolve_spec
+    from .audio import (
+        TEACHER_FILE,
+        HFClassifierTeacher,
+        load_fitted_teacher,
+        require_safetensors,
+        resolve_spec,
+    )
 
     dev = resolve_device(device)
     precision = precision or getattr(config, "precision", "auto")
@@ -59,11 +65,16 @@ def load_audio_teacher(
     folder, fingerprint = resolve_spec(specs[0])
     if folder.is_file() and folder.name in ("checkpoint.json", TEACHER_FILE):
         folder = folder.parent
+    require_safetensors(folder, spec)  # a transformers folder with pickled weights only
     if (folder / TEACHER_FILE).is_file():
         teacher = load_fitted_teacher(folder, dev, precision)
     elif (folder / "checkpoint.json").is_file():
         teacher = StudentTeacher(folder, dev, precision)
-    elif _is_audio_classifier(folder):
+    elif (
+        (folder / "config.json").is_file()
+        and not (folder / "model.bin").is_file()
+        and (require_safetensors(folder, spec) or _is_audio_classifier(folder))
+    ):
         teacher = HFClassifierTeacher(folder, fingerprint, dev, precision)
     elif folder.is_file() and folder.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt"):
         raise TeacherError(

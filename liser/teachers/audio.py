@@ -98,9 +98,29 @@ class HFAudioEncoder(nn.Module):
         return hidden, torch.arange(hidden.shape[2], device=waves.device)[None, :] < frames[:, None]
 
 
+PICKLE_WEIGHTS = ("pytorch_model.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(folder: Path, spec: str) -> None:
+    """A TeacherError for a transformers folder whose weights exist only as pickle files:
+    liser loads safetensors only (unpickling can run arbitrary code)."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted({p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern)})
+    if pickles:
+        raise TeacherError(
+            f"audio teacher '{spec}': {folder} holds its weights only as pickle files "
+            f"({', '.join(pickles)}), which liser does not load (unpickling can run arbitrary "
+            "code); convert them to safetensors where you trust them (transformers: "
+            "model.save_pretrained(folder, safe_serialization=True))"
+        )
+
+
 def load_audio_encoder(spec: str, pad_30s: bool = False) -> tuple[nn.Module, str]:
     """An encoder (eval mode, fp32, CPU) and its fingerprint from a hub id or local folder."""
     folder, fingerprint = resolve_spec(spec)
+    if not is_ct2_folder(folder):
+        require_safetensors(folder, spec)
     if is_ct2_folder(folder) or is_hf_whisper_folder(folder):
         return load_whisper_encoder(folder, pad_30s=pad_30s), fingerprint + (
             ":pad30" if pad_30s else ""
@@ -117,7 +137,7 @@ def load_audio_encoder(spec: str, pad_30s: bool = False) -> tuple[nn.Module, str
         extractor = AutoFeatureExtractor.from_pretrained(folder)
         normalize = bool(getattr(extractor, "do_normalize", False))
         attention_mask = bool(getattr(extractor, "return_attention_mask", False))
-    model = AutoModel.from_pretrained(folder, config=config)
+    model = AutoModel.from_pretrained(folder, config=config, use_safetensors=True)
     if not hasattr(model, "_get_feat_extract_output_lengths"):
         raise TeacherError(
             f"audio teacher '{spec}': {type(model).__name__} is not a speech encoder"
@@ -231,7 +251,9 @@ class HFClassifierTeacher(Teacher):
     def __init__(self, folder: Path, fingerprint: str, device: torch.device, precision: str):
         from transformers import AutoModelForAudioClassification
 
-        self.model = AutoModelForAudioClassification.from_pretrained(folder).to(device).eval()
+        require_safetensors(folder, str(folder))
+        model = AutoModelForAudioClassification.from_pretrained(folder, use_safetensors=True)
+        self.model = model.to(device).eval()
         labels = self.model.config.id2label
         self.classes = tuple(str(labels[i]).lower() for i in range(len(labels)))
         self.fingerprint = fingerprint

@@ -175,7 +175,17 @@ def _hf_whisper_encoder(folder: Path) -> tuple[WhisperEncoderDims, dict[str, tor
             with safe_open(file, framework="pt") as f:
                 weights |= {k: f.get_tensor(k) for k in f.keys() if "encoder." in k}
     elif (folder / "pytorch_model.bin").is_file():
-        weights = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        import pickle
+
+        try:  # weights_only: plain tensors only; anything else is refused, never run
+            weights = torch.load(
+                folder / "pytorch_model.bin", map_location="cpu", weights_only=True
+            )
+        except (pickle.UnpicklingError, RuntimeError) as error:
+            raise ValueError(
+                f"{folder / 'pytorch_model.bin'}: not a plain tensor file, so it is not loaded "
+                f"(unpickling can run arbitrary code): {str(error).splitlines()[0]}"
+            ) from None
     else:
         raise FileNotFoundError(f"{folder}: no *.safetensors or pytorch_model.bin weights")
     state = {}  # WhisperModel keys "encoder.*", WhisperForConditionalGeneration "model.encoder.*"
