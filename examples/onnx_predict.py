@@ -52,11 +52,13 @@ def read_mono(path: str, rate: int) -> np.ndarray:
     import soundfile as sf
     import soxr
 
+    import os
+
+    if not os.path.isfile(path):
+        raise Skip("not found" if not os.path.isdir(path) else "a folder, not a file")
     try:
         wave, source_rate = sf.read(path, dtype="float32", always_2d=True)
         wave = wave.mean(axis=1)
-    except FileNotFoundError:
-        raise Skip("not found") from None
     except Exception:  # noqa: BLE001 - not for libsndfile (video, AAC, ...): try FFmpeg
         wave, source_rate = _read_av(path)
     if len(wave) < MIN_SECONDS * source_rate:
