@@ -11,6 +11,7 @@ code is 2 for a bad model or usage, 1 when no file could be predicted, else 0.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -51,8 +52,6 @@ def read_mono(path: str, rate: int) -> np.ndarray:
     """Any audio or video file -> float32 mono at ``rate`` (Skip when it cannot be used)."""
     import soundfile as sf
     import soxr
-
-    import os
 
     if not os.path.isfile(path):
         raise Skip("not found" if not os.path.isdir(path) else "a folder, not a file")

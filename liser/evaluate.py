@@ -225,6 +225,7 @@ def evaluate_checkpoint(
         manifest=name,
         window_seconds=predictor.window_seconds,
         hop_seconds=predictor.hop_seconds,
+        precision=predictor.precision,
         skipped=skipped,
     )
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / f"eval-{name}"

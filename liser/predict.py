@@ -144,6 +144,7 @@ class Predictor:
         batch_size: int = 32,
     ):
         self.meta = meta
+        self.precision = "fp32"  # students predict in fp32 (recorded in evaluation reports)
         self.classes: tuple[str, ...] = tuple(meta["classes"])
         self.frontend: FrontEndConfig = model.frontend
         self.device = resolve_device(device)

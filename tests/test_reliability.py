@@ -445,7 +445,7 @@ def test_15_precision_is_resolved_by_one_rule_and_recorded(tmp_path, wav):
     assert resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(ValueError, match="precision must be"):
         resolve_precision("fp16", cpu)  # training has no fp16
-    teacher = student_checkpoint(tmp_path / "t", ("a", "b", "c", "d"))
+    teacher = student_checkpoint(tmp_path / "t", ("class0", "class1", "class2", "class3"))
     for precision in ("fp32", "bf16"):
         from liser.teachers import load_audio_teacher
 
@@ -453,6 +453,17 @@ def test_15_precision_is_resolved_by_one_rule_and_recorded(tmp_path, wav):
         label(wav, tmp_path / f"s-{precision}", audio_teacher=loaded, progress=False)
         info = st.read_header(tmp_path / f"s-{precision}")["teachers"]["audio"]
         assert info["precision"] == precision
+    manifest = write_manifest(
+        emotion_tones(
+            tmp_path / "wav", n_speakers=1, clips_per_class=1, n_classes=4, distractors=0
+        ),
+        tmp_path / "m.csv",
+    )
+    from liser.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(teacher, manifest, tmp_path / "eval", progress=False)
+    assert metrics["precision"] == "fp32"
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == "fp32"
 
 
 # no traceback, whatever goes wrong ------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..constants import SAMPLE_RATE
-from ..devices import autocast_dtype
+from ..devices import autocast_dtype, precision_name
 
 log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
@@ -228,6 +228,7 @@ class TeacherPredictor:
         self.window_seconds = teacher.window_seconds = window_seconds or teacher.window_seconds
         self.hop_seconds = teacher.hop_seconds = hop_seconds or teacher.hop_seconds
         self.frontend = FrontEndConfig(window_seconds=self.window_seconds)
+        self.precision = precision_name(teacher.dtype)  # recorded in evaluation reports
 
     def predict(self, waveform, sample_rate: int | None = None) -> dict:
         if sample_rate not in (None, SAMPLE_RATE):
