@@ -164,6 +164,26 @@ def manifest_emobox_export(
         typer.echo(emobox_export(read_manifest(manifest), output, root))
 
 
+@manifest_app.command("table")
+def manifest_table(
+    source: Path = typer.Argument(
+        ..., help="CSV, TSV or Parquet table of clips with a 'path' column."
+    ),
+    output: Path = _MANIFEST_OUT,
+    measure: bool = typer.Option(True, help="Read missing durations from file headers."),
+    corpus: str = typer.Option(
+        "", help="Corpus name for rows without one [default: the folder's]."
+    ),
+) -> None:
+    """Clips from any table: path (relative to the table or absolute), and optionally speaker,
+    label, start, duration, corpus, fold, id; other columns are kept."""
+    from .manifest import save_manifest
+    from .table import table_manifest
+
+    with errors():
+        typer.echo(save_manifest(table_manifest(source, measure, corpus), output))
+
+
 @manifest_app.command("videos")
 def manifest_videos(
     root: Path = typer.Argument(..., help="Folder of videos / audio files (recursive)."),
