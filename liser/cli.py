@@ -344,24 +344,53 @@ def cv_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint folder (or its checkpoint.json)."),
-    manifest: Path = typer.Argument(..., help="Labeled manifest (.parquet, .csv or .jsonl)."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or an audio-teacher folder."),
+    manifests: list[Path] = typer.Argument(..., help="Labeled manifests (.parquet, .csv, .jsonl)."),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Report folder [default: CHECKPOINT/eval-MANIFEST]."
     ),
+    classes: str | None = typer.Option(
+        None,
+        help="Classes to score, comma-separated (e.g. angry,happy,neutral,sad) [default: "
+        "each corpus's own]; the argmax is restricted to the classes scored.",
+    ),
+    map: list[str] = typer.Option(
+        [], "--map", help="Class mapping, repeatable: calm=neutral (merge), boredom= (drop)."
+    ),
+    restrict: bool = typer.Option(True, help="Restrict the argmax to the classes scored."),
+    by_corpus: bool = typer.Option(True, help="Score each corpus of a manifest on its own."),
     window: float | None = typer.Option(None, help="Window seconds [default: the checkpoint's]."),
     hop: float | None = typer.Option(None, help="Window hop seconds [default: window / 2]."),
     batch_size: int = typer.Option(32, help="Windows per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1."),
 ) -> None:
-    """UAR, WAR, macro-F1, per-class recall and confusion matrix (CSV + PNG) of a checkpoint."""
+    """UAR, WAR, macro-F1, per-class recall and confusion matrices of a checkpoint on one corpus,
+    or one table over several (OUTPUT/corpora.md, .csv, .json, .png) with their mean."""
     from rich.console import Console
 
-    from .evaluate import evaluate_checkpoint, metrics_table
+    from .corpus_eval import corpus_parts, evaluate_checkpoint, evaluate_corpora
+    from .evaluate import metrics_table
+    from .taxonomy import parse_mapping
 
-    with errors():
-        metrics = evaluate_checkpoint(checkpoint, manifest, output, window, hop, batch_size, device)
-    Console().print(metrics_table(metrics, title=f"{checkpoint} on {manifest.name}"))
+    with errors():  # CheckpointError, ManifestError, unknown labels, bad mapping
+        wanted = (
+            tuple(c.strip().lower() for c in classes.split(",") if c.strip()) if classes else None
+        )
+        rules = dict(classes=wanted, mapping=parse_mapping(map), restrict=restrict)
+        options = dict(window_seconds=window, hop_seconds=hop, batch_size=batch_size, device=device)
+        if len(corpus_parts(manifests, by_corpus)) == 1:
+            metrics = evaluate_checkpoint(checkpoint, manifests[0], output, **options, **rules)
+            Console().print(metrics_table(metrics, title=f"{checkpoint} on {manifests[0].name}"))
+            typer.echo(metrics["rules"])
+            return
+        result = evaluate_corpora(checkpoint, manifests, output, **options, **rules,
+                                  by_corpus=by_corpus)  # fmt: skip
+    for row in result["corpora"]:
+        typer.echo(f"{row['corpus']}: UAR {100 * row['uar']:.2f} %  WAR {100 * row['war']:.2f} %  "
+                   f"n {row['n']}  ({row['rules']})")  # fmt: skip
+    typer.echo(
+        f"mean over {len(result['corpora'])} corpora: UAR {100 * result['mean']['uar']:.2f} %"
+    )
 
 
 @app.command("predict")

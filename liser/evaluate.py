@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,83 +162,7 @@ def _batches(items: list, size: int):
 
 
 # --------------------------------------------------------------------------------------------
-# A checkpoint on a manifest
-
-
-def evaluate_checkpoint(
-    checkpoint: str | os.PathLike,
-    manifest,
-    out_dir: str | os.PathLike | None = None,
-    window_seconds: float | None = None,
-    hop_seconds: float | None = None,
-    batch_size: int = 32,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict:
-    """``liser evaluate``: score a checkpoint on the labeled clips of a manifest (path or
-    DataFrame); clip probabilities = mean over windows as in ``predict``.
-
-    Writes to ``out_dir`` (default: ``<checkpoint folder>/eval-<manifest name>``):
-    metrics.json, confusion.csv, confusion.png and predictions.csv. Clips that cannot be read
-    are listed in metrics["skipped"] and left out of the scores. Returns the metrics.
-    """
-    from rich.console import Console
-    from rich.progress import Progress
-
-    from .audio import AudioError, load_audio
-    from .manifest import read_manifest
-    from .predict import load
-
-    predictor = load(checkpoint, device, window_seconds, hop_seconds, batch_size)
-    classes = list(predictor.classes)
-    name = "manifest" if not isinstance(manifest, (str, os.PathLike)) else Path(manifest).stem
-    df = manifest if not isinstance(manifest, (str, os.PathLike)) else read_manifest(manifest)
-    df = df[df["label"].notna()]
-    if df.empty:
-        raise ValueError(f"{name}: no labeled clips to evaluate")
-    unknown = sorted(set(df["label"]) - set(classes))
-    if unknown:
-        raise ValueError(
-            f"{name}: labels {unknown} are not among the checkpoint's classes {classes}"
-        )
-    rows, probs, skipped = [], [], []
-    rate = predictor.frontend.sample_rate
-    with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
-        for row in bar.track(df.itertuples(index=False), total=len(df), description="evaluating"):
-            start = float(row.start) if _known(row.start) else 0.0
-            duration = float(row.duration) if _known(row.duration) and row.duration > 0 else None
-            try:
-                wave = load_audio(row.path, rate, start, duration)
-            except AudioError as err:
-                skipped.append({"id": str(row.id), "path": str(row.path), "error": err.reason})
-                continue
-            probs.append(predictor.predict(wave)["probs"])
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"{name}: none of the {len(df)} clips could be read")
-    p = np.array([[d[c] for c in classes] for d in probs])
-    y_true = np.array([classes.index(r.label) for r in rows])
-    metrics = classification_metrics(y_true, p.argmax(1), classes)
-    metrics.update(
-        checkpoint=str(checkpoint),
-        manifest=name,
-        window_seconds=predictor.window_seconds,
-        hop_seconds=predictor.hop_seconds,
-        precision=predictor.precision,
-        skipped=skipped,
-    )
-    out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / f"eval-{name}"
-    write_report(metrics, out, rows=rows, probs=p)
-    return metrics
-
-
-def _known(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _checkpoint_folder(checkpoint) -> Path:
-    path = Path(checkpoint)
-    return path if path.is_dir() else path.parent
+# Reports (checkpoints on manifests: corpus_eval.py)
 
 
 def write_report(metrics: dict, out_dir: str | os.PathLike, rows=None, probs=None) -> Path:

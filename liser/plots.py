@@ -65,3 +65,34 @@ def fold_uar_png(rows: list[dict], runs: list[dict], folds: list[int], title: st
     if title:
         ax.set_title(title)
     return _png(fig)
+
+
+def corpus_bars_png(
+    uar: dict[str, dict[str, float]], chance: dict[str, float], title: str = ""
+) -> bytes:
+    """Grouped bars of UAR (%) per corpus, one bar per model, with each corpus's chance level as
+    a dashed line. ``uar``: {model: {corpus: UAR in [0, 1]}}; ``chance``: {corpus: 1 / classes}."""
+    corpora = list(chance)
+    models = list(uar)
+    fig = _figure(max(4.5, 1.2 + 1.1 * len(corpora) * max(1, len(models)) ** 0.5), 3.6)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(models))
+    x = np.arange(len(corpora))
+    for i, model in enumerate(models):
+        values = [100 * uar[model].get(c, np.nan) for c in corpora]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=model)
+        for bar, value in zip(bars, values, strict=True):
+            if np.isfinite(value):
+                ax.text(bar.get_x() + bar.get_width() / 2, value + 1, f"{value:.0f}",
+                        ha="center", fontsize=7)  # fmt: skip
+    for xi, corpus in zip(x, corpora, strict=True):
+        level = 100 * chance[corpus]
+        ax.plot([xi - 0.45, xi + 0.45], [level, level], "k--", linewidth=1)
+    ax.plot([], [], "k--", linewidth=1, label="chance")
+    ax.set_xticks(x, corpora)
+    ax.set_ylabel("UAR %")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _png(fig)

@@ -459,7 +459,7 @@ def test_15_precision_is_resolved_by_one_rule_and_recorded(tmp_path, wav):
         ),
         tmp_path / "m.csv",
     )
-    from liser.evaluate import evaluate_checkpoint
+    from liser.corpus_eval import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(teacher, manifest, tmp_path / "eval", progress=False)
     assert metrics["precision"] == "fp32"

@@ -220,7 +220,7 @@ def run_demo(
     fits on rendered faces; face_detector: a Haar .xml or BlazeFace .tflite (default: OpenCV's
     Haar cascade).
     """
-    from ..evaluate import evaluate_checkpoint
+    from ..corpus_eval import evaluate_checkpoint
     from ..label import label
     from ..train import train
     from .fer_fit import haar_cascade
