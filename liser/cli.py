@@ -477,3 +477,7 @@ def experiment_command(
     typer.echo(str(Path(results["config"]["output_dir"]) / "results.md"))
     if results["failed"]:
         raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # python -m liser.cli ..., as torchrun -m liser.cli train CONFIG runs it
+    app()

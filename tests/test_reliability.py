@@ -481,3 +481,12 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(checkpoint, wav, monkey
     monkeypatch.setenv("LISER_DEBUG", "1")
     result = CliRunner().invoke(app, ["predict", str(checkpoint), str(wav)])
     assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_the_cli_runs_as_a_module_as_torchrun_starts_it():
+    from liser import __version__
+
+    for module in ("liser.cli", "liser"):
+        run = subprocess.run([sys.executable, "-m", module, "version"], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+        assert run.returncode == 0 and run.stdout.strip() == __version__, run.stderr
