@@ -120,6 +120,15 @@ class AugmentConfig(_Checked):
     noise_snr_db: float = 0.0  # additive white noise at this SNR with p=0.5; 0 = off
     mixup: float = 0.0  # mixup alpha on labeled batches; 0 = off
     mel_warp: float = 0.0  # vocal-tract-length perturbation: frequencies x U(1-w, 1+w); 0 = off
+    # Channel robustness (liser/augment.py); each needs waveform mode (no feature cache):
+    noise_dir: str = ""  # real background recordings (folder or clip table); "" = off
+    noise_prob: float = 0.5  # share of examples that get background noise
+    noise_snr_range: tuple[float, float] = (5.0, 20.0)  # dB, uniform
+    codec_prob: float = 0.0  # share of examples heard through a codec round trip; 0 = off
+    codecs: tuple[str, ...] = ("opus", "aac", "mp3")  # one drawn per example
+    codec_bitrate: int = 16000  # bit/s (online video speech: 16-32 kbit/s)
+    band_limit_prob: float = 0.0  # share of examples band-limited to telephone (8 kHz rate)
+    speed: float = 0.0  # speed perturbation: factor U(1-s, 1+s) per example; 0 = off
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,9 @@ RULES: dict[str, dict[str, Check]] = {
     ),
     "AugmentConfig": dict(
         time_masks=ge(0), time_mask_frames=ge(0), freq_masks=ge(0), freq_mask_bins=ge(0),
-        gain_db=ge(0), mixup=ge(0), mel_warp=UNIT_OPEN,
+        gain_db=ge(0), mixup=ge(0), mel_warp=UNIT_OPEN, noise_prob=within(0, 1),
+        codec_prob=within(0, 1), codecs=each(one_of("opus", "aac", "mp3")),
+        codec_bitrate=ge(6000), band_limit_prob=within(0, 1), speed=within(0, 0.5, hi_open=True),
     ),
     "DistillConfig": dict(
         audio_weight=ge(0), video_weight=ge(0), loss=one_of("mae", "ce", "kl", "mse"),

@@ -18,6 +18,7 @@ Every random draw of a batch is made for the whole *global* batch from a generat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,10 @@ log = logging.getLogger(__name__)
 
 def clip_mode(data: DataConfig, augment: AugmentConfig) -> str:
     """ "features" (cached whole-clip log-Mel, cropped in frames) or "waves" (log-Mel per batch)."""
-    return "features" if data.cache_dir and augment.noise_snr_db <= 0 else "waves"
+    from .augment import channel_on
+
+    waves = augment.noise_snr_db > 0 or channel_on(augment)
+    return "features" if data.cache_dir and not waves else "waves"
 
 
 @dataclass
@@ -49,6 +53,7 @@ class ClipSet:
     items: list[np.ndarray]
     mode: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    variants: list | None = None  # codec round trips of the waves: variants[codec][clip]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -100,6 +105,18 @@ def load_clips(
     return ClipSet(kept, labels, items, mode, skipped)
 
 
+def channel_setup(train: ClipSet, config, progress=None):
+    """Before training: the codec round trips of the training waves (``train.variants``) and the
+    noise bank of ``augment.noise_dir`` (returned; None when off)."""
+    from .augment import NoiseBank, codec_variants
+
+    augment, rate = config.augment, config.frontend.sample_rate
+    if augment.codec_prob > 0 and train.mode == "waves":
+        with progress or contextlib.nullcontext():
+            train.variants = codec_variants(train.items, augment, rate, progress)
+    return NoiseBank(augment.noise_dir, rate) if augment.noise_dir else None
+
+
 # --------------------------------------------------------------------------------------------
 # Training batches
 
@@ -121,6 +138,9 @@ def draw_augment(rng: np.random.Generator, n: int, augment: AugmentConfig) -> di
     }
     if augment.mel_warp > 0:  # drawn last and only when on: other draws keep their values
         draws["warp"] = rng.uniform(1 - augment.mel_warp, 1 + augment.mel_warp, n)
+    from .augment import draw_channel
+
+    draw_channel(rng, n, augment, draws)
     return draws
 
 
@@ -139,8 +159,13 @@ def train_batch(
     draws: dict,
     logmel: LogMel,
     augment: AugmentConfig,
+    noise=None,
 ) -> torch.Tensor:
-    """Augmented, normalised training inputs of clips ``index``: (B, n_mels, n_frames) float32."""
+    """Augmented, normalised training inputs of clips ``index``: (B, n_mels, n_frames) float32.
+    ``noise``: the ``augment.NoiseBank`` of ``augment.noise_dir``; codec variants come from
+    ``clips.variants``."""
+    from .augment import channel_example, clip_source
+
     frontend = logmel.frontend
     n_frames, size = frontend.n_frames, frontend.window_samples
     crop = draws["crop"] if augment.random_crop else np.full(len(index), 0.5)
@@ -157,13 +182,14 @@ def train_batch(
     else:
         waves = []
         for j, (i, u) in enumerate(zip(index, crop, strict=True)):
-            wave = clips.items[i]
+            wave = clip_source(clips.items[i], j, draws, clips.variants, i)
             if len(wave) > size:
                 start = _offset(u, len(wave), size)
                 wave = wave[start : start + size]
             else:
                 wave = fit_window(wave, size, frontend.pad)
             wave = wave * np.float32(10 ** (draws["gain_db"][j] / 20))
+            wave = channel_example(wave, j, draws, frontend.sample_rate, noise)
             if augment.noise_snr_db > 0 and draws["noise"][j]:
                 noise = np.random.default_rng(draws["noise_seed"][j]).standard_normal(size)
                 power = float(np.mean(wave**2)) / 10 ** (augment.noise_snr_db / 10)

@@ -71,6 +71,7 @@ class Run:
         for name in ("train", "test"):
             if len(self.sets[name]) == 0:
                 raise ValueError(f"{data.manifest}: no usable {name} clip in fold {data.fold}")
+        self.noise = D.channel_setup(self.sets["train"], config, self.progress)
         if config.frontend.normalize == "global":
             train = self.sets["train"]
             raw = (
@@ -225,9 +226,8 @@ class Run:
                 inputs, labeled = [], 0
                 if stage != "distill":
                     index = order[span][rows]
-                    x = D.train_batch(
-                        train, index, D.take(D.take(draws, span), rows), self.logmel, config.augment
-                    )
+                    x = D.train_batch(train, index, D.take(D.take(draws, span), rows),
+                                      self.logmel, config.augment, self.noise)  # fmt: skip
                     inputs.append(x)
                     labeled = len(index)
                     targets = torch.from_numpy(train.labels[index])
