@@ -92,6 +92,11 @@ class DataConfig(_Checked):
     cache_dir: str = "~/.cache/liser/features"  # on-disk feature cache; "" disables it
     num_workers: int = 0  # threads reading clips at start-up (0 = 1)
     eval_hop_seconds: float = 1.0  # hop of the windows covering a clip at evaluation
+    # Other corpora scored with the best checkpoint after training (liser evaluate's table, in
+    # metrics.json "corpora" and cv.json), e.g. the cross-corpus dev sets:
+    eval_manifests: tuple[str, ...] = ()
+    eval_classes: tuple[str, ...] = ()  # classes scored there; () = each corpus's own
+    eval_map: tuple[str, ...] = ()  # class mapping there, e.g. ["calm=neutral", "boredom="]
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,9 @@ def diverged(config: TrainConfig, epoch: int, what: str) -> TrainingDiverged:
     )
 
 
-RUNTIME_KEYS = ("output_dir", "num_threads", "device", "data.num_workers")  # may change on resume
+# may change on resume (eval_*: what is scored after training, not how the student is trained)
+RUNTIME_KEYS = ("output_dir", "num_threads", "device", "data.num_workers", "data.eval_manifests",
+                "data.eval_classes", "data.eval_map")  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -181,6 +183,39 @@ def check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
         )
 
 
+def score_other_corpora(config: TrainConfig, checkpoint: Path, out: Path) -> dict | None:
+    """``data.eval_manifests`` scored with ``checkpoint`` (``corpus_eval.evaluate_corpora``, in
+    ``out``): {"corpora": {name: {uar, war, macro_f1, n, rules}}, "mean": {...}}; None if unset."""
+    data = config.data
+    if not data.eval_manifests:
+        return None
+    from .corpus_eval import evaluate_corpora
+    from .taxonomy import parse_mapping
+
+    result = evaluate_corpora(checkpoint, list(data.eval_manifests), out, device="cpu",
+                              progress=False, classes=data.eval_classes or None,
+                              mapping=parse_mapping(data.eval_map))  # fmt: skip
+    keys = ("uar", "war", "macro_f1", "n", "rules")
+    return {"corpora": {r["corpus"]: {k: r[k] for k in keys} for r in result["corpora"]},
+            "mean": result["mean"]}  # fmt: skip
+
+
+def summarize_corpora(folds: list[dict]) -> dict:
+    """Mean and sample std over folds of each other corpus's UAR, WAR and macro-F1."""
+    names = [n for n in folds[0]["corpora"] if all(n in f["corpora"] for f in folds)]
+
+    def stats(values):
+        return {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        }
+
+    keys = ("uar", "war", "macro_f1")
+    summary = {n: {k: stats([f["corpora"][n][k] for f in folds]) for k in keys} for n in names}
+    summary["mean"] = {k: stats([f["mean"][k] for f in folds]) for k in keys}
+    return summary
+
+
 # --------------------------------------------------------------------------------------------
 # Distributed
 
@@ -242,6 +277,14 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if finished.is_file():
         metrics = json.loads(finished.read_text())
         check_same_run(metrics["config"], config, out)
+        wanted = {k: v for k, v in to_dict(config.data).items() if k.startswith("eval_")}
+        scored = {k: metrics["config"]["data"].get(k, []) for k in wanted}
+        if wanted != scored:  # other corpora asked for since: score them, keep the rest
+            metrics["corpora"] = score_other_corpora(
+                config, Path(metrics["checkpoint"]), out / "corpora"
+            )
+            metrics["config"]["data"].update(wanted)
+            write_json(finished, metrics)
         return metrics
     rank, world, started = init_distributed(config.device)
     try:
@@ -276,12 +319,13 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
 
         folds = sorted({int(f) for f in pd.to_numeric(df["fold"], errors="coerce").dropna()})
     out = Path(config.output_dir).expanduser()
-    tests, rows = [], []
+    tests, rows, others = [], [], []
     for fold in folds:
         changes = {"data.fold": fold, "output_dir": str(out / f"fold-{fold}"),
                    "name": f"{config.name}-fold-{fold}"}  # fmt: skip
         metrics = train(replace(config, **changes), progress=progress)
         tests.append(metrics["test"])
+        others.append(metrics.get("corpora"))
         rows.append({"fold": fold, "uar": metrics["test"]["uar"], "war": metrics["test"]["war"],
                      "macro_f1": metrics["test"]["macro_f1"], "best_epoch": metrics["best_epoch"],
                      "train_seconds": metrics["train_seconds"]})  # fmt: skip
@@ -296,6 +340,8 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
         "seed": config.seed,
         "versions": library_versions(),
     }
+    if others and all(others):
+        summary["corpora"] = summarize_corpora(others)
     if int(os.environ.get("RANK", "0")) == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "cv.json", summary)

@@ -398,6 +398,7 @@ class Run:
                 "seconds": seconds,
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 "history": state["history"],
+                "corpora": T.score_other_corpora(self.config, path, self.out / "corpora"),
                 "config": to_dict(self.config),
                 "seed": self.config.seed,
                 "versions": library_versions(),
