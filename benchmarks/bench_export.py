@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import liser
-from liser.export import export_onnx, onnx_session
+from liser.deploy import export_onnx, onnx_session
 from liser.testing import student_checkpoint
 
 

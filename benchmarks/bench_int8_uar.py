@@ -16,8 +16,8 @@ import numpy as np
 import liser
 from liser.audio import AudioError, fit_window, load_audio, window_starts
 from liser.constants import RAVDESS_FOLDS
+from liser.deploy import export_onnx, onnx_session
 from liser.evaluate import classification_metrics
-from liser.export import export_onnx, onnx_session
 from liser.manifest import read_manifest
 
 

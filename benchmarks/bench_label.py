@@ -35,8 +35,7 @@ import numpy as np
 import torch
 
 from liser.config import LabelConfig, VideoTeacherConfig
-from liser.label import label
-from liser.label_clips import FrameWindows, WindowCutter, audio_chunks, features_bytes, list_clips
+from liser.label import FrameWindows, WindowCutter, audio_chunks, features_bytes, label, list_clips
 from liser.testing import TinyAudioTeacher, TinyVideoTeacher, face_video, shared_dir, tone
 
 

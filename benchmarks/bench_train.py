@@ -25,7 +25,7 @@ import torch
 from liser.config import DataConfig, DistillConfig, OptimConfig, TrainConfig, replace
 from liser.manifest import write_manifest
 from liser.testing import emotion_tone, emotion_tones, soft_label_store
-from liser.train_loop import Run
+from liser.train import Run
 
 
 def build(root: Path, steps: int, batch: int) -> tuple[Path, Path]:

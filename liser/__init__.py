@@ -11,6 +11,6 @@ def load(checkpoint, device="auto", **options):
     "auto" | "cpu" | "cuda" | "cuda:1"; ``options``: window_seconds, hop_seconds, batch_size,
     frontend (checked against the checkpoint's).
     """
-    from .predict import load as _load
+    from liser.deploy import load as _load
 
     return _load(checkpoint, device, **options)

@@ -98,7 +98,7 @@ def manifest_ravdess(
     measure: bool = typer.Option(True, help="Read durations from file headers."),
 ) -> None:
     """RAVDESS clips from their names MM-VV-EE-II-SS-RR-AA (8 classes, speaker = actor)."""
-    from .manifest import ravdess_manifest, save_manifest
+    from liser.manifest import ravdess_manifest, save_manifest
 
     with errors():
         typer.echo(
@@ -117,7 +117,7 @@ def manifest_cremad(
     measure: bool = typer.Option(True, help="Read durations from file headers."),
 ) -> None:
     """CREMA-D clips from names ActorID_Sentence_Emotion_Level (6 classes, 91 speakers)."""
-    from .manifest import cremad_manifest, save_manifest
+    from liser.manifest import cremad_manifest, save_manifest
 
     with errors():
         typer.echo(save_manifest(cremad_manifest(source, demographics, root, measure), output))
@@ -132,7 +132,7 @@ def manifest_folder(
     ),
 ) -> None:
     """Labeled clips from one sub-folder per class."""
-    from .manifest import folder_manifest, save_manifest
+    from liser.manifest import folder_manifest, save_manifest
 
     with errors():
         typer.echo(save_manifest(folder_manifest(root, speaker_pattern), output))
@@ -145,7 +145,7 @@ def manifest_emobox(
     root: Path | None = typer.Option(None, help="Folder the 'wav' paths are relative to."),
 ) -> None:
     """Import EmoBox metadata as a manifest."""
-    from .manifest import emobox_import, save_manifest
+    from liser.manifest import emobox_import, save_manifest
 
     with errors():
         typer.echo(save_manifest(emobox_import(jsonl, root), output))
@@ -158,7 +158,7 @@ def manifest_emobox_export(
     root: Path | None = typer.Option(None, help="Write paths relative to this folder."),
 ) -> None:
     """Export a manifest as EmoBox metadata."""
-    from .manifest import emobox_export, read_manifest
+    from liser.manifest import emobox_export, read_manifest
 
     with errors():
         typer.echo(emobox_export(read_manifest(manifest), output, root))
@@ -177,8 +177,7 @@ def manifest_table(
 ) -> None:
     """Clips from any table: path (relative to the table or absolute), and optionally speaker,
     label, start, duration, corpus, fold, id; other columns are kept."""
-    from .manifest import save_manifest
-    from .table import table_manifest
+    from liser.manifest import save_manifest, table_manifest
 
     with errors():
         typer.echo(save_manifest(table_manifest(source, measure, corpus), output))
@@ -190,7 +189,7 @@ def manifest_videos(
     output: Path = _MANIFEST_OUT,
 ) -> None:
     """Unlabeled media files, probed without decoding (duration, streams, fps, size)."""
-    from .manifest import save_manifest, videos_manifest
+    from liser.manifest import save_manifest, videos_manifest
 
     with errors():
         typer.echo(save_manifest(videos_manifest(root), output))
@@ -290,8 +289,9 @@ def label_command(
     """Cut files into 3 s windows and store both teachers' soft labels (resumable)."""
     import json
 
+    from liser.label import label
+
     from .config import LabelConfig, load_config, replace
-    from .label import label
 
     options = {"audio_teacher": audio_teacher, "video_teacher": video_teacher,
                "face_detector": face_detector, "engine": engine, "hop_seconds": hop_seconds}  # fmt: skip
@@ -313,8 +313,9 @@ def train_command(
 ) -> None:
     """Train a student on one fold (supervised, or distilled with distill.stores); the best
     checkpoint is tested. Run the same command again to resume an interrupted run."""
+    from liser.train import train
+
     from .config import TrainConfig, load_config
-    from .train import train
 
     with errors():
         metrics = train(load_config(TrainConfig, config, overrides), progress=not quiet)
@@ -333,9 +334,10 @@ def cv_command(
     OUTPUT_DIR/cv.json and cv.md with mean ± std UAR and WAR."""
     from rich.console import Console
 
+    from liser.evaluate import summary_table
+    from liser.train import cv
+
     from .config import TrainConfig, load_config
-    from .evaluate import summary_table
-    from .train import cv
 
     with errors():
         summary = cv(load_config(TrainConfig, config, overrides), progress=not quiet)
@@ -368,9 +370,13 @@ def evaluate_command(
     or one table over several (OUTPUT/corpora.md, .csv, .json, .png) with their mean."""
     from rich.console import Console
 
-    from .corpus_eval import corpus_parts, evaluate_checkpoint, evaluate_corpora
-    from .evaluate import metrics_table
-    from .taxonomy import parse_mapping
+    from liser.evaluate import (
+        corpus_parts,
+        evaluate_checkpoint,
+        evaluate_corpora,
+        metrics_table,
+        parse_mapping,
+    )
 
     with errors():  # CheckpointError, ManifestError, unknown labels, bad mapping
         wanted = (
@@ -411,8 +417,9 @@ def predict_command(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Per-window and per-file class probabilities for files of any length."""
+    from liser.deploy import predict
+
     from .config import TrainConfig, load_config
-    from .predict import predict
 
     with errors():
         frontend = load_config(TrainConfig, config).frontend if config else None
@@ -433,7 +440,7 @@ def export_command(
     ),
 ) -> None:
     """ONNX model taking the raw 16 kHz waveform (front end inside), supervised head only."""
-    from .export import export_onnx
+    from liser.deploy import export_onnx
 
     with errors():
         summary = export_onnx(checkpoint, output, int8=int8)
@@ -463,9 +470,9 @@ def experiment_command(
 
     from rich.console import Console
 
+    from liser.experiment import results_table, run_experiment
+
     from .config import ExperimentConfig, load_config
-    from .experiment import run_experiment
-    from .experiment_results import results_table
 
     with errors():
         cfg = load_config(ExperimentConfig, config, overrides)

@@ -305,9 +305,10 @@ def soft_label_store(
     None: no output from that teacher). Teachers are named "test-audio" / "test-video"."""
     import torch
 
+    from liser.store import ShardWriter, new_header, write_header
+
     from .audio import fit_window
     from .features import LogMel
-    from .store import ShardWriter, new_header, write_header
 
     folder = Path(folder)
     header = new_header(frontend, frontend.window_seconds, frontend.window_seconds, 0.0)

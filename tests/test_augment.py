@@ -2,18 +2,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from liser.augment import (
+from liser.config import AugmentConfig, ConfigError, TrainConfig, from_dict
+from liser.manifest import write_manifest
+from liser.testing import emotion_tones, tiny_train_config, tone
+from liser.train import (
     CODECS,
     NoiseBank,
     band_limit,
     change_speed,
+    clip_mode,
     codec_round_trip,
+    draw_augment,
     mix_at_snr,
 )
-from liser.config import AugmentConfig, ConfigError, TrainConfig, from_dict
-from liser.data import clip_mode, draw_augment
-from liser.manifest import write_manifest
-from liser.testing import emotion_tones, tiny_train_config, tone
 
 RATE = 16000
 

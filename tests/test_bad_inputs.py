@@ -228,7 +228,7 @@ def test_feature_extraction_skips_and_reports(audio_corpus, tmp_path):
 def test_manifest_builders_survive_the_folder(audio_corpus, video_corpus, tmp_path):
     """Manifests read headers only: files whose header cannot be read are skipped and listed;
     a symlink loop ends, its clip listed once."""
-    from liser.corpora import folder_manifest, videos_manifest
+    from liser.manifest import folder_manifest, videos_manifest
 
     root, cases, in_loop = audio_corpus
     df = videos_manifest(root)
@@ -635,7 +635,7 @@ CREMAD_FIELDS = {  # field -> (valid values, a strategy of any value of that sha
 @given(field=st.sampled_from(sorted(CREMAD_FIELDS)), data=st.data())
 def test_cremad_names_with_a_bad_field_are_rejected_naming_it(field, data):
     from liser.constants import CREMAD_CODES
-    from liser.corpora import CREMAD_LEVELS, CREMAD_SENTENCES, parse_cremad_name
+    from liser.manifest import CREMAD_LEVELS, CREMAD_SENTENCES, parse_cremad_name
 
     valid = {"actor": CREMAD_FIELDS["actor"][0], "sentence": list(CREMAD_SENTENCES),
              "emotion": sorted(CREMAD_CODES), "level": sorted(CREMAD_LEVELS)}  # fmt: skip
@@ -667,7 +667,7 @@ def test_ravdess_manifest_lists_every_file_once(names, suffix):
     naming it and saying why; nothing crashes, ids are unique."""
     import tempfile
 
-    from liser.corpora import parse_ravdess_name, ravdess_manifest
+    from liser.manifest import parse_ravdess_name, ravdess_manifest
 
     with tempfile.TemporaryDirectory() as folder:
         paths = []

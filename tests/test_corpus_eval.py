@@ -7,10 +7,16 @@ from typer.testing import CliRunner
 
 from liser.cli import app
 from liser.config import TrainConfig, from_dict
-from liser.corpus_eval import evaluate_checkpoint, evaluate_corpora
-from liser.evaluate import classification_metrics
+from liser.evaluate import (
+    FOUR_CLASSES,
+    class_scoring,
+    classification_metrics,
+    evaluate_checkpoint,
+    evaluate_corpora,
+    parse_mapping,
+    scored_label,
+)
 from liser.manifest import read_manifest, write_manifest
-from liser.taxonomy import FOUR_CLASSES, class_scoring, parse_mapping, scored_label
 from liser.testing import emotion_tones, student_checkpoint, tiny_train_config
 
 MODEL = ("angry", "calm", "happy", "neutral", "sad")
@@ -114,8 +120,8 @@ def test_cli_evaluate_several_manifests(two_corpora, tmp_path):
 
 
 def test_training_scores_other_corpora_and_cv_summarises_them(two_corpora, tmp_path, monkeypatch):
-    from liser import train_loop
     from liser.train import cv, train
+    from liser.train import loop as train_loop
 
     df = emotion_tones(
         tmp_path / "wav", n_speakers=4, clips_per_class=2, n_classes=3, distractors=0

@@ -9,10 +9,10 @@ import torch
 from typer.testing import CliRunner
 
 from liser.config import FrontEndConfig, StudentConfig
-from liser.corpus_eval import evaluate_checkpoint
 from liser.evaluate import (
     classification_metrics,
     confusion_matrix,
+    evaluate_checkpoint,
     evaluate_model,
     summarize_folds,
     summary_table,

@@ -71,9 +71,9 @@ def test_grid_tables_and_resume(corpus, tmp_path, monkeypatch):
     assert (out / "uar_folds.png").read_bytes()[:4] == b"\x89PNG"
 
     # A second invocation makes nothing again.
-    import liser.train_loop
+    import liser.train.loop
 
-    monkeypatch.setattr(liser.train_loop.Run, "fit", never)
+    monkeypatch.setattr(liser.train.loop.Run, "fit", never)
     again = run_experiment(config, progress=False)
     assert again["ran"] == 0 and again["reused"] == 4
     assert again["rows"] == results["rows"]
@@ -82,7 +82,7 @@ def test_grid_tables_and_resume(corpus, tmp_path, monkeypatch):
     # is trained again, only the test of the best checkpoint.
     (out / "runs" / "lr-0.004" / "fold-2-seed-0" / "metrics.json").unlink()
     monkeypatch.undo()
-    monkeypatch.setattr(liser.train_loop.Run, "epoch", never)
+    monkeypatch.setattr(liser.train.loop.Run, "epoch", never)
     resumed = run_experiment(config, progress=False)
     assert resumed["ran"] == 1 and resumed["reused"] == 3
     assert resumed["rows"][1]["uar"] == pytest.approx(results["rows"][1]["uar"])
@@ -102,7 +102,7 @@ def test_fold_teacher_labels_hidden_clips(corpus, tmp_path, monkeypatch):
     assert len(made["teachers"]) == 1 and not (out / "runs").exists()
     [prep] = list((out / "teachers").glob("student-*/fold-1-seed-0"))
     assert json.loads((prep / "prepared.json").read_text()) == made["teachers"][0]
-    import liser.label
+    import liser.label.run
 
     with monkeypatch.context() as patch:
         patch.setattr(liser.label, "label", never)
@@ -145,9 +145,9 @@ def test_fold_teacher_labels_hidden_clips(corpus, tmp_path, monkeypatch):
     )
     assert results["rows"][0]["teacher_uar"] is None
 
-    import liser.train_loop
+    import liser.train.loop
 
-    monkeypatch.setattr(liser.train_loop.Run, "fit", never)
+    monkeypatch.setattr(liser.train.loop.Run, "fit", never)
     monkeypatch.setattr(liser.label, "label", never)
     again = run_experiment(config, progress=False)
     assert again["ran"] == 0 and again["rows"] == results["rows"]
@@ -189,7 +189,7 @@ def test_rows_names_and_errors(corpus, tmp_path):
 
 def test_teacher_folder_depends_on_what_the_teacher_is(corpus, tmp_path):
     from liser.config import ExperimentTeacherConfig
-    from liser.experiment_teacher import teacher_identity
+    from liser.experiment import teacher_identity
 
     cell = experiment(corpus, tmp_path).base
     teacher = ExperimentTeacherConfig(kind="student", student={"student.lstm_hidden": 12})

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import liser
 from liser.checkpoint import load_checkpoint, save_checkpoint
 from liser.cli import app
-from liser.export import export_onnx, onnx_metadata, run_onnx
+from liser.deploy import export_onnx, onnx_metadata, run_onnx
 from liser.testing import student_checkpoint, tone
 
 CLASSES = ("angry", "happy", "neutral", "sad")

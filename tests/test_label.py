@@ -11,13 +11,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from liser import shards
 from liser import store as st
 from liser.audio import load_audio, window_starts
 from liser.config import FrontEndConfig, LabelConfig
 from liser.features import LogMel
-from liser.label import StoreLock, label
-from liser.label_clips import WindowCutter, list_clips
+from liser.label import StoreLock, WindowCutter, label, list_clips
+from liser.store import shards
 from liser.testing import TinyAudioTeacher, TinyVideoTeacher, face_video, tone
 from liser.video_io import write_video
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from liser.losses import (
+from liser.train import (
     DistillationLoss,
     SupervisedLoss,
     class_weights,

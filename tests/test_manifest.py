@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liser.constants import CREMAD_CLASSES, CREMAD_CODES, RAVDESS_CLASSES
-from liser.corpora import CREMAD_LEVELS, CREMAD_SENTENCES
 from liser.manifest import (
+    CREMAD_LEVELS,
+    CREMAD_SENTENCES,
     ManifestError,
     corpus_classes,
     cremad_manifest,
@@ -24,13 +25,13 @@ from liser.manifest import (
     manifest_report,
     parse_cremad_name,
     parse_ravdess_name,
-    probe_media,
     ravdess_manifest,
     read_manifest,
     validate_manifest,
     videos_manifest,
     write_manifest,
 )
+from liser.media import probe_media
 from liser.testing import tone
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import liser
 from liser.audio import window_starts
 from liser.config import FrontEndConfig
-from liser.predict import FrontEndMismatch, format_predictions, iter_windows, predict_waveform
+from liser.deploy import FrontEndMismatch, format_predictions, iter_windows, predict_waveform
 from liser.testing import student_checkpoint, tone
 
 CLASSES = ("angry", "happy", "neutral", "sad")

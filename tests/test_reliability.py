@@ -70,7 +70,7 @@ def wav(tmp_path):
 
 
 def test_1_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
-    from liser import losses
+    from liser.train import losses
 
     calls = {"n": 0}
     real = losses.SupervisedLoss.forward
@@ -364,7 +364,7 @@ def test_11_a_transformers_folder_with_pickled_weights_is_refused(tmp_path, wav)
 def test_12_the_onnx_example_reports_bad_files_like_liser(checkpoint, wav, tmp_path):
     import av
 
-    from liser.export import export_onnx
+    from liser.deploy import export_onnx
 
     model = tmp_path / "m.onnx"
     export_onnx(checkpoint, model)
@@ -459,7 +459,7 @@ def test_15_precision_is_resolved_by_one_rule_and_recorded(tmp_path, wav):
         ),
         tmp_path / "m.csv",
     )
-    from liser.corpus_eval import evaluate_checkpoint
+    from liser.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(teacher, manifest, tmp_path / "eval", progress=False)
     assert metrics["precision"] == "fp32"
@@ -470,12 +470,12 @@ def test_15_precision_is_resolved_by_one_rule_and_recorded(tmp_path, wav):
 
 
 def test_an_unexpected_error_is_one_line_not_a_traceback(checkpoint, wav, monkeypatch):
-    import liser.predict
+    import liser.deploy.predictor
 
     def boom(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(liser.predict, "predict", boom)
+    monkeypatch.setattr(liser.deploy, "predict", boom)
     code, output = run_cli("predict", checkpoint, wav)
     assert code == 1 and output.startswith("error: unexpected ZeroDivisionError: division by zero")
     monkeypatch.setenv("LISER_DEBUG", "1")

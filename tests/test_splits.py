@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from liser.config import ConfigError, DataConfig
 from liser.constants import RAVDESS_FOLDS
-from liser.corpora import parse_ravdess_name
 from liser.manifest import (
     ManifestError,
     check_speakers_disjoint,
     cremad_manifest,
     make_manifest,
+    parse_ravdess_name,
     ravdess_manifest,
     speaker_folds,
     split_fold,

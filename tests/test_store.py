@@ -2,12 +2,13 @@ import json
 
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import torch
 
-from liser import shards
 from liser import store as st
 from liser.config import FrontEndConfig
+from liser.store import shards
 
 FRONTEND = FrontEndConfig(n_mels=8, window_seconds=0.1)  # 8 mels x 11 frames per window
 AUDIO = {"spec": "a", "classes": ["x", "y", "z"], "fingerprint": "fa", "temperature": None}
@@ -187,7 +188,7 @@ def test_writer_streams_row_groups(tmp_path):
     writer.close()
     store = st.open_store(tmp_path)
     assert len(store) == 400 and shards.done_clips(tmp_path) == {"c0", "c1"}
-    assert st.pq.read_metadata(store.shards[0]).num_row_groups == 2  # 256 + 144 rows
+    assert pq.read_metadata(store.shards[0]).num_row_groups == 2  # 256 + 144 rows
 
 
 def test_frontend_mismatch_is_refused(tmp_path):

@@ -6,8 +6,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from liser.cli import app
-from liser.manifest import ManifestError, read_manifest
-from liser.table import table_manifest
+from liser.manifest import ManifestError, read_manifest, table_manifest
 from liser.testing import tone
 
 RATE = 16000

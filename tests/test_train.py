@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from liser import data as D
-from liser import train_loop
 from liser.config import (
     AugmentConfig,
     DataConfig,
@@ -26,6 +24,8 @@ from liser.config import (
 from liser.manifest import write_manifest
 from liser.testing import emotion_tone, emotion_tones, soft_label_store
 from liser.train import cv, lr_factor, train
+from liser.train import data as D
+from liser.train import loop as train_loop
 
 FRONTEND = FrontEndConfig(window_seconds=0.5, n_mels=16)
 CLASSES = ("class0", "class1")

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..constants import SAMPLE_RATE
-from ..files import atomic_write
+from liser.constants import SAMPLE_RATE
+from liser.files import atomic_write
+
 from .face import FaceStyle, expression, face_intensity, random_face, render_face
 from .voice import Utterance, Voice, random_voice, synthesize
 
@@ -155,7 +156,7 @@ def mouth_openness(speech: Utterance, fps: float) -> np.ndarray:
 
 
 def _write_clip(args: tuple[ClipPlan, CorpusSize, str]) -> str:
-    from ..video_io import write_video
+    from liser.video_io import write_video
 
     plan, size, root = args
     path = Path(root) / plan.path
@@ -217,7 +218,7 @@ def write_corpus(
     todo = [(p, spec, str(root)) for p in plans]
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     _run(todo, workers, progress)
-    from ..manifest import normalize_manifest, write_manifest
+    from liser.manifest import normalize_manifest, write_manifest
 
     manifests = {}
     table = normalize_manifest(manifest_of(plans, root))

@@ -74,7 +74,8 @@ def fer_image_set(
     """A FER2013-like training set: still faces of ``n_faces`` random identities (none of them a
     corpus speaker) with every expression at random intensities, mouth openings and blinks,
     cropped by the detector as at labeling time. Returns crops uint8 (N, 24, 24), labels (N,)."""
-    from ..teachers.faces import crop_face, largest_face, load_face_detector
+    from liser.teachers.faces import crop_face, largest_face, load_face_detector
+
     from .face import expression, face_intensity, random_face, render_face
 
     detector = load_face_detector(detector_path)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import (
+from liser.config import (
     AugmentConfig,
     DataConfig,
     DistillConfig,
@@ -31,6 +31,7 @@ from ..config import (
     StudentConfig,
     TrainConfig,
 )
+
 from .corpus import CLASSES, SIZES, write_corpus
 
 # A 20 ms hop halves the cost of every stage against the default 10 ms; 64 mels keep the
@@ -142,7 +143,7 @@ def train_config(
 
 def _train_manifest(manifests: dict[str, pd.DataFrame], path: Path) -> Path:
     """labeled (fold 2) + test (fold 1) clips in one manifest, for ``folds="column"``."""
-    from ..manifest import write_manifest
+    from liser.manifest import write_manifest
 
     df = pd.concat(
         [manifests["test"].assign(fold=1), manifests["labeled"].assign(fold=2)], ignore_index=True
@@ -220,9 +221,10 @@ def run_demo(
     fits on rendered faces; face_detector: a Haar .xml or BlazeFace .tflite (default: OpenCV's
     Haar cascade).
     """
-    from ..corpus_eval import evaluate_checkpoint
-    from ..label import label
-    from ..train import train
+    from liser.evaluate import evaluate_checkpoint
+    from liser.label import label
+    from liser.train import train
+
     from .fer_fit import haar_cascade
     from .report import print_table, write_report
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
+from liser.files import atomic_write
 
 ROWS = (  # (key in results["test"], model, what it learned from)
     ("supervised", "student, supervised", "labeled clips only"),

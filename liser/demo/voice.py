@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constants import SAMPLE_RATE
+from liser.constants import SAMPLE_RATE
 
 # Vowel formant targets F1..F3 in Hz for a reference adult vocal tract, and jaw opening 0..1.
 VOWELS = {

@@ -40,7 +40,8 @@ def load_audio_teacher(
 
     ``config``: an ``AudioTeacherConfig`` whose ``precision``/``batch_size`` apply to teachers
     that do not carry their own; ``precision`` overrides ("auto" | "fp32" | "bf16" | "fp16")."""
-    from ..devices import resolve_device
+    from liser.devices import resolve_device
+
     from .audio import (
         TEACHER_FILE,
         HFClassifierTeacher,

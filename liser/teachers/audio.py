@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import AudioTeacherConfig, from_dict, to_dict
-from ..devices import autocast_dtype
+from liser.config import AudioTeacherConfig, from_dict, to_dict
+from liser.devices import autocast_dtype
+
 from .base import Teacher, TeacherError, quick_hash, read_calibration
 from .ct2 import is_ct2_folder
 from .whisper import is_hf_whisper_folder, load_whisper_encoder

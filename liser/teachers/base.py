@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..constants import SAMPLE_RATE
-from ..devices import autocast_dtype, precision_name
+from liser.constants import SAMPLE_RATE
+from liser.devices import autocast_dtype, precision_name
 
 log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
@@ -106,7 +106,7 @@ def predict_manifest(teacher: Teacher, df, progress: bool = True) -> np.ndarray:
     NaN (logged with the file and the reason)."""
     from rich.progress import track
 
-    from ..audio import AudioError, load_audio
+    from liser.audio import AudioError, load_audio
 
     out = np.full((len(df), len(teacher.classes)), np.nan, np.float32)
     rows = list(df.itertuples(index=False))
@@ -162,9 +162,9 @@ class StudentTeacher(Teacher):
     """A trained liser student checkpoint as a teacher: its supervised head's softmax."""
 
     def __init__(self, folder: Path, device: torch.device, precision: str = "auto"):
-        from ..checkpoint import load_checkpoint
-        from ..config import FrontEndConfig, from_dict
-        from ..features import LogMel
+        from liser.checkpoint import load_checkpoint
+        from liser.config import FrontEndConfig, from_dict
+        from liser.features import LogMel
 
         self.model, meta = load_checkpoint(folder)
         frontend = from_dict(FrontEndConfig, meta["frontend"])
@@ -221,7 +221,7 @@ class TeacherPredictor:
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
     ):
-        from ..config import FrontEndConfig
+        from liser.config import FrontEndConfig
 
         self.teacher = teacher
         self.classes = teacher.classes

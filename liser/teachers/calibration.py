@@ -144,8 +144,9 @@ def calibrate_teacher(
     or every labeled clip when ``fold`` is None): ECE, correlation and reliability diagrams before
     and after temperature scaling; the temperature is stored with the teacher when ``store``.
     Writes ``output_dir/calibration.json`` and ``reliability_{before,after}.png``."""
-    from ..config import DataConfig
-    from ..manifest import read_manifest, split_fold
+    from liser.config import DataConfig
+    from liser.manifest import read_manifest, split_fold
+
     from . import load_audio_teacher
     from .audio import resolve_spec
     from .base import write_calibration

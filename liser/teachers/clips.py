@@ -96,7 +96,7 @@ def clip_key(row, window: int, hop: int) -> str:
 
 
 def _read(row, strict: bool = False) -> np.ndarray | None:
-    from ..audio import AudioError, load_audio
+    from liser.audio import AudioError, load_audio
 
     duration = row.duration if row.duration is not None and np.isfinite(row.duration) else None
     try:

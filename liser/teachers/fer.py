@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..constants import FER_CLASSES
+from liser.constants import FER_CLASSES
 
 MODEL_SUFFIXES = (".hdf5", ".h5", ".onnx", ".pt", ".pth", ".ts")
 

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..config import AudioTeacherConfig, replace, save_config, to_dict
-from ..constants import SAMPLE_RATE
-from ..devices import autocast_dtype, resolve_device
+from liser.config import AudioTeacherConfig, replace, save_config, to_dict
+from liser.constants import SAMPLE_RATE
+from liser.devices import autocast_dtype, resolve_device
+
 from .audio import EncoderTeacher, PoolingHead, apply_lora, load_audio_encoder, save_fitted_teacher
 from .base import autocast, write_calibration
 from .calibration import expected_calibration_error, fit_temperature
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path:
     """Fit a teacher on ``config.data`` (manifest, fold); returns the saved teacher folder."""
-    from ..manifest import corpus_classes, read_manifest, split_fold
+    from liser.manifest import corpus_classes, read_manifest, split_fold
 
     started = time.time()
     if config.num_threads:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import VideoTeacherConfig, to_dict
+from liser.config import VideoTeacherConfig, to_dict
+
 from .faces import Box, as_rgb, crop_face, largest_face, load_face_detector
 from .fer import FERModel, load_fer_model
 
@@ -125,7 +126,7 @@ class VideoTeacher:
         Frames are decoded and classified ``batch_size`` at a time, so memory stays bounded.
         Raises ``video_io.VideoError`` for a file without a readable video stream.
         """
-        from ..video_io import iter_frames
+        from liser.video_io import iter_frames
 
         times, probs, boxes = [], [], []
         batch_times, batch_frames = [], []
@@ -224,7 +225,7 @@ def check_files(
     window (``start``, ``end``, ``face_coverage``, median face ``box``, ``probs`` or None when
     masked). A file that cannot be used gives a record with ``error`` and the others go on.
     """
-    from ..video_io import VideoError, is_image, probe, read_image
+    from liser.video_io import VideoError, is_image, probe, read_image
 
     records: list[dict] = []
     for path in paths:

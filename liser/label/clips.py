@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SILENT_PEAK, AudioError, fit_window, load_audio, stream_audio
-from .config import LabelConfig
-from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from .media import list_media
-from .video_io import iter_frames, probe
+from liser.audio import SILENT_PEAK, AudioError, fit_window, load_audio, stream_audio
+from liser.config import LabelConfig
+from liser.constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from liser.media import list_media
+from liser.video_io import iter_frames, probe
 
 MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
 
@@ -60,7 +60,7 @@ def list_clips(src: str | Path, errors: list | None = None) -> list[Clip]:
             raise FileNotFoundError(f"{src}: no audio or video file in this folder{why}")
         return [Clip(str(p.absolute()), str(p.absolute())) for p in files]
     if src.suffix.lower() in MANIFEST_EXTENSIONS:
-        from .manifest import read_manifest
+        from liser.manifest import read_manifest
 
         df = read_manifest(src)
         counts = df["path"].value_counts()

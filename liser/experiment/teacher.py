@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import ExperimentTeacherConfig, TrainConfig, replace, to_dict
+from liser.config import ExperimentTeacherConfig, TrainConfig, replace, to_dict
 
 KINDS = ("student", "fit-audio", "spec")
 PREPARED = "prepared.json"
@@ -97,7 +97,7 @@ def prepare_teacher(
     """Make the teacher of fold ``config.data.fold`` and seed ``config.seed`` and label its store
     (see the module docstring); return ``prepared.json``'s content: ``store``, ``spec``,
     ``teacher_uar``, ``pseudo_uar``, ``pseudo_clips``, ``windows``, ``seconds``."""
-    from .manifest import corpus_classes, split_fold, write_manifest
+    from liser.manifest import corpus_classes, split_fold, write_manifest
 
     done = folder / PREPARED
     if done.is_file():
@@ -124,8 +124,8 @@ def prepare_teacher(
         spec = teacher.spec.format(fold=fold, seed=seed)
     info["spec"] = spec
 
-    from .label import label
-    from .teachers import load_audio_teacher, predict_manifest
+    from liser.label import label
+    from liser.teachers import load_audio_teacher, predict_manifest
 
     audio = load_audio_teacher(spec, device=teacher.label.device)
     if teacher.kind == "fit-audio":
@@ -152,7 +152,7 @@ def prepare_teacher(
 
 
 def _train_students(teacher, config: TrainConfig, folded: dict, folder: Path, progress: bool):
-    from .train import train
+    from liser.train import train
 
     base = dataclasses.replace(config, distill=type(config.distill)())  # supervised
     checkpoints, members = [], []
@@ -179,7 +179,7 @@ def dotted(data: dict, prefix: str = "") -> dict:
 
 
 def _fit_audio(teacher, folded: dict, seed: int, folder: Path, progress: bool):
-    from .teachers.fit_audio import fit_audio_teacher
+    from liser.teachers.fit_audio import fit_audio_teacher
 
     out = folder / "fit-audio"
     if not (out / "teacher.json").is_file():
@@ -193,7 +193,7 @@ def _fit_audio(teacher, folded: dict, seed: int, folder: Path, progress: bool):
 
 def _unlabeled_source(unlabeled: str, splits: dict, folder: Path) -> Path:
     """The clips to label: a manifest written from the fold's splits, or the given path."""
-    from .manifest import write_manifest
+    from liser.manifest import write_manifest
 
     if unlabeled not in ("fold", "train"):
         path = Path(unlabeled).expanduser()
@@ -215,7 +215,7 @@ def _unlabeled_source(unlabeled: str, splits: dict, folder: Path) -> Path:
 def _uar(probs: np.ndarray, labels, teacher_classes, classes) -> float | None:
     """UAR of clip probabilities over ``teacher_classes`` against labels; None when the teacher's
     classes are not the corpus's or nothing could be scored."""
-    from .evaluate import classification_metrics
+    from liser.evaluate import classification_metrics
 
     if not set(teacher_classes) <= set(classes):
         return None
@@ -234,7 +234,7 @@ def pseudo_label_scores(store: Path, df: pd.DataFrame, classes) -> dict:
     ``pseudo_uar`` (None when no clip is known) and ``pseudo_clips``."""
     import pyarrow.dataset as ds
 
-    from .store import open_store
+    from liser.store import open_store
 
     audio_classes = open_store(store).audio_classes
     shards = Path(store) / "shards"
@@ -255,6 +255,6 @@ def pseudo_label_scores(store: Path, df: pd.DataFrame, classes) -> dict:
 
 
 def _store_windows(store: Path) -> int:
-    from .store import open_store
+    from liser.store import open_store
 
     return len(open_store(store))

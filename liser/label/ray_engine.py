@@ -15,9 +15,10 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from . import shards
-from . import store as st
-from .label_clips import Clip, audio_columns, clip_windows
+from liser import store as st
+from liser.store import shards
+
+from .clips import Clip, audio_columns, clip_windows
 
 # Rows between the two stages: the store's columns without the audio teacher's, plus the window's
 # samples, the clip's window count (on the rows of its last chunk, else -1) and a skip reason.
@@ -45,11 +46,11 @@ def _load_teacher(kind: str, arg, config):
     if not isinstance(arg, dict):
         return arg
     if kind == "audio":
-        from .devices import resolve_device
-        from .teachers import load_audio_teacher
+        from liser.devices import resolve_device
+        from liser.teachers import load_audio_teacher
 
         return load_audio_teacher(arg["spec"], device=str(resolve_device(config.device)))
-    from .teachers import load_video_teacher
+    from liser.teachers import load_video_teacher
 
     return load_video_teacher(arg["spec"], face_detector=arg["face_detector"], config=config.video)
 
@@ -64,7 +65,7 @@ class ClipWorker:
     """Ray actor: one clip in, its windows out as tables of ``WORK_SCHEMA`` (one per chunk)."""
 
     def __init__(self, config, video, cpus: float):
-        from .features import LogMel
+        from liser.features import LogMel
 
         _threads(cpus)
         self.config = config
@@ -72,8 +73,8 @@ class ClipWorker:
         self.video = _load_teacher("video", video, config)
 
     def __call__(self, batch: dict):
-        from .audio import AudioError
-        from .video_io import VideoError
+        from liser.audio import AudioError
+        from liser.video_io import VideoError
 
         for key, path, start, end in zip(
             batch["key"], batch["path"], batch["start"], batch["end"], strict=True

@@ -27,25 +27,11 @@ import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from .constants import CREMAD_CLASSES, RAVDESS_CLASSES
-
-if TYPE_CHECKING:  # re-exported lazily (see __getattr__ at the end)
-    from .corpora import (  # noqa: F401
-        cremad_manifest,
-        folder_manifest,
-        parse_cremad_name,
-        parse_ravdess_name,
-        ravdess_manifest,
-        videos_manifest,
-    )
-    from .emobox import emobox_export, emobox_import  # noqa: F401
-    from .media import list_media, probe_media  # noqa: F401
-    from .splits import check_speakers_disjoint, speaker_folds, split_fold  # noqa: F401
+from liser.constants import CREMAD_CLASSES, RAVDESS_CLASSES
 
 COLUMNS = ("id", "path", "start", "duration", "speaker", "label", "corpus")
 STRING_COLUMNS = ("id", "path", "speaker", "label", "corpus")
@@ -297,45 +283,3 @@ def manifest_report(
         if len(skipped) > max_listed:
             lines.append(f"  ... {len(skipped) - max_listed} more")
     return "\n".join(lines)
-
-
-_LAZY = {
-    "corpora": (
-        "ravdess_manifest",
-        "cremad_manifest",
-        "folder_manifest",
-        "videos_manifest",
-        "parse_ravdess_name",
-        "parse_cremad_name",
-    ),
-    "emobox": ("emobox_import", "emobox_export"),
-    "media": ("list_media", "probe_media"),
-    "splits": ("split_fold", "speaker_folds", "check_speakers_disjoint"),
-}
-
-
-__all__ = [
-    "COLUMNS",
-    "ManifestError",
-    "corpus_classes",
-    "make_manifest",
-    "manifest_problems",
-    "manifest_report",
-    "normalize_manifest",
-    "read_manifest",
-    "save_manifest",
-    "validate_manifest",
-    "write_manifest",
-    *(name for names in _LAZY.values() for name in names),
-]
-
-
-def __getattr__(name: str):
-    """Builders, EmoBox I/O and splits live in corpora.py, emobox.py, media.py and splits.py; they
-    are importable from here (``from liser.manifest import split_fold``) without import cycles."""
-    import importlib
-
-    for module, names in _LAZY.items():
-        if name in names:
-            return getattr(importlib.import_module(f"{__package__}.{module}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

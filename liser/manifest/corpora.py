@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .constants import CREMAD_CODES, RAVDESS_CLASSES, VIDEO_EXTENSIONS
-from .manifest import make_manifest
-from .media import MEDIA_EXTENSIONS, list_media, probe_media, progress
+from liser.constants import CREMAD_CODES, RAVDESS_CLASSES, VIDEO_EXTENSIONS
+from liser.media import MEDIA_EXTENSIONS, list_media, probe_media, progress
+
+from .schema import make_manifest
 
 log = logging.getLogger(__name__)
 

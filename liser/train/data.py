@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .audio import AudioError, fit_window, load_audio, window_starts
-from .config import AugmentConfig, DataConfig, FrontEndConfig
-from .features import FeatureCache, LogMel, cached_features, mel_band_edges
+from liser.audio import AudioError, fit_window, load_audio, window_starts
+from liser.config import AugmentConfig, DataConfig, FrontEndConfig
+from liser.features import FeatureCache, LogMel, cached_features, mel_band_edges
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class UnlabeledStream:
     """
 
     def __init__(self, paths, frontend: FrontEndConfig, seed: int = 0, normalise=None):
-        from .store import StoreError, check_frontend, open_store
+        from liser.store import StoreError, check_frontend, open_store
 
         self.stores = [open_store(p) for p in paths]
         self.seed = seed
@@ -361,7 +361,7 @@ class UnlabeledStream:
 
 def _agree(stores, attribute: str) -> tuple[str, ...]:
     """The class list all stores with that teacher share; StoreError when two stores differ."""
-    from .store import StoreError
+    from liser.store import StoreError
 
     found = {}
     for store in stores:

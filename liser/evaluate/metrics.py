@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_write
-from .student import Student
+from liser.files import atomic_write
+from liser.student import Student
 
 MAIN_METRICS = {"uar": "UAR", "war": "WAR", "macro_f1": "macro-F1"}  # key -> table label
 
@@ -139,9 +139,9 @@ def evaluate_model(
 
 
 def _windows_of_waves(model: Student, waves, logmel, hop_seconds):
-    from .audio import fit_window
-    from .features import LogMel
-    from .predict import iter_windows
+    from liser.audio import fit_window
+    from liser.deploy import iter_windows
+    from liser.features import LogMel
 
     frontend = model.frontend
     logmel = logmel if logmel is not None else LogMel(frontend)

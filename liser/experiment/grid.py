@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from .config import (
+from liser.config import (
     ExperimentConfig,
     ExperimentTeacherConfig,
     TrainConfig,
@@ -42,8 +42,9 @@ from .config import (
     save_config,
     to_dict,
 )
-from .constants import PAPER_UAR
-from .experiment_results import value_label, write_results
+from liser.constants import PAPER_UAR
+
+from .results import value_label, write_results
 
 ROW_KEYS = ("name", "paper")  # row entries that are not settings
 DICT_KEYS = ("teacher.student",)  # settings whose value is itself a mapping
@@ -178,9 +179,10 @@ def run_experiment(
     ``only``: run just the rows whose name contains one of these strings (the others' finished runs
     are still read into the tables). ``teachers_only``: make those rows' per-fold teachers and
     stores, train no student and write no table (e.g. next to a run of the other rows)."""
-    from .experiment_teacher import PREPARED, prepare_teacher
-    from .manifest import read_manifest
-    from .train import check_same_run, train
+    from liser.manifest import read_manifest
+    from liser.train import check_same_run, train
+
+    from .teacher import PREPARED, prepare_teacher
 
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
     out = Path(config.output_dir).expanduser()
@@ -259,7 +261,7 @@ def run_experiment(
 
 def _cell(config: ExperimentConfig, row: Row, fold: int, seed: int, out: Path):
     """The TrainConfig of one run, its folder, and the folder of its per-fold teacher (or None)."""
-    from .experiment_teacher import teacher_identity
+    from .teacher import teacher_identity
 
     run_dir = out / "runs" / row.slug / f"fold-{fold}-seed-{seed}"
     cell = apply_settings(config.base, row.settings, **{"data.fold": fold, "seed": seed})
@@ -276,7 +278,7 @@ def _cell(config: ExperimentConfig, row: Row, fold: int, seed: int, out: Path):
 
 def check_inputs(row: Row, base: TrainConfig) -> None:
     """Fail before any run when a row names a store or unlabeled clips that do not exist."""
-    from .experiment_teacher import check_teacher
+    from .teacher import check_teacher
 
     if row.teacher.kind:
         check_teacher(row.teacher)
@@ -334,7 +336,7 @@ def summarize(config: ExperimentConfig, rows: list[Row], runs: list[dict], faile
               corpus: str, started: str, seconds: float) -> dict:  # fmt: skip
     """Per row: number of runs and mean ± sample std (ddof 1) over folds x seeds of the test
     scores, the teachers' scores, and the paper's UAR (in [0, 1]) where it has the same setting."""
-    from .checkpoint import library_versions
+    from liser.checkpoint import library_versions
 
     table = []
     for row in rows:

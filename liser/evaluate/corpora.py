@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluate import classification_metrics, write_report
-from .files import atomic_write, write_json
+from liser.files import atomic_write, write_json
+
+from .metrics import classification_metrics, write_report
 from .taxonomy import class_scoring, scored_label
 
 
@@ -38,7 +39,7 @@ def evaluate_checkpoint(
     confusion.csv, confusion.png and predictions.csv. Clips that cannot be read are listed in
     metrics["skipped"] and left out of the scores. Returns the metrics.
     """
-    from .predict import load
+    from liser.deploy import load
 
     predictor = load(checkpoint, device, window_seconds, hop_seconds, batch_size)
     name, df = _named(manifest)
@@ -67,7 +68,7 @@ def evaluate_corpora(
     several (``by_corpus``). Writes ``OUT/<corpus>/`` (as ``evaluate_checkpoint``) and
     ``OUT/corpora.{json,md,csv,png}``: UAR, WAR, macro-F1, n and classes per corpus, and their
     mean. Returns {"corpora": [...rows], "mean": {...}, "checkpoint", "rules"}."""
-    from .predict import load
+    from liser.deploy import load
 
     predictor = load(checkpoint, device, window_seconds, hop_seconds, batch_size)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / "eval-corpora"
@@ -115,7 +116,7 @@ def score_manifest(predictor, df: pd.DataFrame, name: str, classes=None, mapping
     from rich.console import Console
     from rich.progress import Progress
 
-    from .audio import AudioError, load_audio
+    from liser.audio import AudioError, load_audio
 
     df = df[df["label"].notna()]
     if df.empty:
@@ -165,7 +166,7 @@ def score_manifest(predictor, df: pd.DataFrame, name: str, classes=None, mapping
 
 def write_corpora(result: dict, out: Path, title: str = "") -> None:
     """corpora.json, corpora.md, corpora.csv and corpora.png (UAR per corpus, chance line)."""
-    from .plots import corpus_bars_png
+    from liser.plots import corpus_bars_png
 
     rows = result["corpora"]
     write_json(out / "corpora.json", result)
@@ -191,7 +192,7 @@ def write_corpora(result: dict, out: Path, title: str = "") -> None:
 
 
 def _named(manifest) -> tuple[str, pd.DataFrame]:
-    from .manifest import read_manifest
+    from liser.manifest import read_manifest
 
     if isinstance(manifest, (str, os.PathLike)):
         return Path(manifest).stem, read_manifest(manifest)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .store import (
+from .layout import (
     SCHEMA,
     SHARDS,
     check_unique_windows,

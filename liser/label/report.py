@@ -11,14 +11,15 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from . import store as st
-from .audio import window_starts
-from .config import LabelConfig
-from .label_clips import Clip
-from .video_io import VideoError, probe
+from liser import store as st
+from liser.audio import window_starts
+from liser.config import LabelConfig
+from liser.video_io import VideoError, probe
+
+from .clips import Clip
 
 if TYPE_CHECKING:
-    from .label import LabelJob
+    from .run import LabelJob
 
 
 class _Rate(ProgressColumn):

@@ -26,9 +26,10 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from .config import DataConfig
-from .constants import RAVDESS_FOLDS
-from .manifest import COLUMNS, STR_DTYPE, ManifestError, validate_manifest
+from liser.config import DataConfig
+from liser.constants import RAVDESS_FOLDS
+
+from .schema import COLUMNS, STR_DTYPE, ManifestError, validate_manifest
 
 log = logging.getLogger(__name__)
 

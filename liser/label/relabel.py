@@ -15,11 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import shards
-from . import store as st
-from .audio import AudioError, fit_window, load_audio
-from .label_clips import FrameWindows, audio_columns, clip_from_key, video_columns
-from .video_io import VideoError, probe
+from liser import store as st
+from liser.audio import AudioError, fit_window, load_audio
+from liser.store import shards
+from liser.video_io import VideoError, probe
+
+from .clips import FrameWindows, audio_columns, clip_from_key, video_columns
 
 
 def stale_rows(table: pa.Table, kind: str, fingerprint: str) -> np.ndarray:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .config import FrontEndConfig, from_dict, to_dict
+from liser.config import FrontEndConfig, from_dict, to_dict
 
 SCHEMA_VERSION = 1
 HEADER = "store.json"
@@ -320,15 +320,3 @@ def _lists_to_array(column: pa.Array, classes: int) -> tuple[np.ndarray, np.ndar
 def open_store(path: str | Path) -> SoftLabelStore:
     """Open a soft-label store folder for reading (``StoreError`` if it is not one)."""
     return SoftLabelStore(path)
-
-
-_WRITING = ("ShardWriter", "write_shard", "repair_store", "done_clips", "shard_complete")
-
-
-def __getattr__(name: str):
-    """The writing API (``shards.py``), importable from here too."""
-    if name in _WRITING:
-        from . import shards
-
-        return getattr(shards, name)
-    raise AttributeError(f"module 'liser.store' has no attribute {name!r}")

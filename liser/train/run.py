@@ -32,9 +32,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import TrainConfig, replace, to_dict
-from .devices import distributed_device
-from .files import atomic_write, write_json
+from liser.config import TrainConfig, replace, to_dict
+from liser.devices import distributed_device
+from liser.files import atomic_write, write_json
 
 STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.pt"
 
@@ -133,7 +133,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 def save_state(out: Path, name: str, model, meta: dict, state: dict | None, tensors=None) -> None:
     """Write ``out/name`` (checkpoint + optional training state) atomically as a whole folder."""
-    from .checkpoint import save_checkpoint
+    from liser.checkpoint import save_checkpoint
 
     tmp = out / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -172,7 +172,7 @@ def comparable(config: TrainConfig) -> dict:
 
 
 def check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
-    from .config import from_dict
+    from liser.config import from_dict
 
     ours, theirs = comparable(config), comparable(from_dict(TrainConfig, saved))
     if ours != theirs:
@@ -189,8 +189,7 @@ def score_other_corpora(config: TrainConfig, checkpoint: Path, out: Path) -> dic
     data = config.data
     if not data.eval_manifests:
         return None
-    from .corpus_eval import evaluate_corpora
-    from .taxonomy import parse_mapping
+    from liser.evaluate import evaluate_corpora, parse_mapping
 
     result = evaluate_corpora(checkpoint, list(data.eval_manifests), out, device="cpu",
                               progress=False, classes=data.eval_classes or None,
@@ -270,7 +269,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     Running the same config again on the same ``output_dir`` resumes an interrupted run, or returns
     the metrics of a finished one.
     """
-    from .train_loop import Run
+    from .loop import Run
 
     out = Path(config.output_dir).expanduser()
     finished = out / "metrics.json"
@@ -299,15 +298,14 @@ def cv(config: TrainConfig, progress: bool = True) -> dict:
     Writes ``output_dir/cv.json`` (``evaluate.summarize_folds``: mean and sample std over folds,
     in [0, 1]), ``cv.md`` (a table in percent) and the folds' pooled ``confusion.csv`` and
     ``confusion.png``. Returns the summary."""
-    from .checkpoint import library_versions
-    from .evaluate import summarize_folds, write_confusion
-    from .manifest import read_manifest
-    from .splits import resolve_folds
+    from liser.checkpoint import library_versions
+    from liser.evaluate import summarize_folds, write_confusion
+    from liser.manifest import read_manifest, resolve_folds
 
     df = read_manifest(config.data.manifest)
     mode = resolve_folds(df, config.data.folds)
     if mode == "ravdess":
-        from .constants import RAVDESS_FOLDS
+        from liser.constants import RAVDESS_FOLDS
 
         folds = list(range(1, len(RAVDESS_FOLDS) + 1))
     elif mode == "speaker":

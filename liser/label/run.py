@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from . import shards
-from . import store as st
-from .audio import AudioError
-from .config import LabelConfig
-from .devices import precision_name, resolve_device
-from .label_clips import Clip, audio_columns, clip_windows, list_clips
-from .label_report import NoBar, WindowsBar, summarize
-from .video_io import VideoError
+from liser import store as st
+from liser.audio import AudioError
+from liser.config import LabelConfig
+from liser.devices import precision_name, resolve_device
+from liser.store import shards
+from liser.video_io import VideoError
+
+from .clips import Clip, audio_columns, clip_windows, list_clips
+from .report import NoBar, WindowsBar, summarize
 
 
 @dataclass
@@ -51,7 +52,7 @@ class LabelJob:
     def logmel(self):
         """The student's front end (``features.LogMel``), built on first use."""
         if self._logmel is None:
-            from .features import LogMel
+            from liser.features import LogMel
 
             self._logmel = LogMel(self.config.frontend).eval()
         return self._logmel
@@ -295,11 +296,11 @@ def _resolve_teachers(header: dict, config: LabelConfig, audio_teacher, video_te
     video = video_teacher or config.video_teacher or _stored_spec(stored, "video")
     detector = config.face_detector or (stored.get("video") or {}).get("face_detector") or ""
     if isinstance(audio, str):
-        from .teachers import load_audio_teacher
+        from liser.teachers import load_audio_teacher
 
         audio = load_audio_teacher(audio, device=str(resolve_device(config.device)))
     if isinstance(video, str):
-        from .teachers import load_video_teacher
+        from liser.teachers import load_video_teacher
 
         video = load_video_teacher(video, face_detector=detector, config=config.video)
     for kind, teacher, spec in (

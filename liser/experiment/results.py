@@ -114,7 +114,7 @@ def write_results(out: Path, results: dict, plots: bool = True) -> None:
     _write(out / "runs.csv", results_csv(results, per_run=True))
     _write(out / "results.md", results_markdown(results))
     if plots and results["runs"]:
-        from .plots import fold_uar_png, row_uar_png
+        from liser.plots import fold_uar_png, row_uar_png
 
         _write(out / "uar.png", row_uar_png(results["rows"], results["name"]))
         _write(

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .constants import CREMAD_CODES
+from liser.constants import CREMAD_CODES
+from liser.media import probe_media
+
 from .corpora import parse_cremad_name, parse_ravdess_name
-from .manifest import absolute_path, is_null, json_value, make_manifest, validate_manifest
-from .media import probe_media
+from .schema import absolute_path, is_null, json_value, make_manifest, validate_manifest
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, logmel_for
-from .student import fuse_for_inference
+from liser.checkpoint import load_checkpoint, logmel_for
+from liser.student import fuse_for_inference
 
 OPSET = 17
 

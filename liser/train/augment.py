@@ -115,7 +115,7 @@ class NoiseBank:
     random ``n``-sample stretch of a random recording."""
 
     def __init__(self, source: str | Path, rate: int = 16000):
-        from .audio import AudioError, load_audio
+        from liser.audio import AudioError, load_audio
 
         source = Path(source).expanduser()
         paths = self._paths(source)
@@ -131,13 +131,12 @@ class NoiseBank:
     @staticmethod
     def _paths(source: Path) -> list[Path]:
         if source.is_dir():
-            from .constants import AUDIO_EXTENSIONS
-            from .media import list_media
+            from liser.constants import AUDIO_EXTENSIONS
+            from liser.media import list_media
 
             return list_media(source, AUDIO_EXTENSIONS)
         if source.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl"):
-            from .manifest import read_manifest
-            from .table import table_manifest
+            from liser.manifest import read_manifest, table_manifest
 
             df = (
                 read_manifest(source)

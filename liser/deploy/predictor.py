@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SILENT_PEAK, AudioError, fit_window, stream_audio, window_starts
-from .checkpoint import load_checkpoint, logmel_for
-from .config import FrontEndConfig, to_dict
-from .constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from .devices import resolve_device
-from .files import atomic_write
-from .media import list_media
-from .student import Student, fuse_for_inference
+from liser.audio import SILENT_PEAK, AudioError, fit_window, stream_audio, window_starts
+from liser.checkpoint import load_checkpoint, logmel_for
+from liser.config import FrontEndConfig, to_dict
+from liser.constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from liser.devices import resolve_device
+from liser.files import atomic_write
+from liser.media import list_media
+from liser.student import Student, fuse_for_inference
 
 FORMATS = ("json", "jsonl", "csv")
 MIN_SECONDS = 0.1  # shorter files are reported as too short (as audio.load_audio does)
@@ -294,7 +294,7 @@ def load(
     checkpoint's (FrontEndMismatch when they differ). A folder written by ``liser teacher
     fit-audio`` (it holds ``teacher.json``) gives the teacher behind the same interface."""
     if (Path(checkpoint) / "teacher.json").is_file():
-        from .teachers import load_teacher_predictor
+        from liser.teachers import load_teacher_predictor
 
         window = FrontEndConfig().window_seconds if window_seconds is None else window_seconds
         check_windows(window, window / 2 if hop_seconds is None else hop_seconds, FrontEndConfig())

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .manifest import ManifestError, absolute_path, make_manifest
-from .media import probe_media, progress
+from liser.media import probe_media, progress
+
+from .schema import ManifestError, absolute_path, make_manifest
 
 log = logging.getLogger(__name__)
 TABLE_FORMATS = (".csv", ".parquet", ".tsv")

@@ -14,12 +14,13 @@ import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from liser.checkpoint import non_finite
+from liser.config import TrainConfig, to_dict
+from liser.devices import resolve_precision
+from liser.files import write_json
+
 from . import data as D
-from . import train as T
-from .checkpoint import non_finite
-from .config import TrainConfig, to_dict
-from .devices import resolve_precision
-from .files import write_json
+from . import run as T
 from .losses import DistillationLoss, SupervisedLoss, class_weights
 
 
@@ -47,9 +48,8 @@ class Run:
     # Set-up
 
     def prepare(self) -> None:
-        from .features import LogMel
-        from .manifest import corpus_classes, read_manifest
-        from .splits import split_fold
+        from liser.features import LogMel
+        from liser.manifest import corpus_classes, read_manifest, split_fold
 
         config, data = self.config, self.config.data
         if not data.manifest:
@@ -107,7 +107,7 @@ class Run:
         self.skipped = [s for part in self.sets.values() for s in part.skipped]
 
     def build(self) -> None:
-        from .student import Student
+        from liser.student import Student
 
         config, stream = self.config, self.stream
         student = dataclasses.replace(
@@ -156,7 +156,7 @@ class Run:
         )
 
     def meta(self, epoch: int, metrics: dict) -> dict:
-        from . import __version__
+        from liser import __version__
 
         meta = {
             "config": to_dict(self.resolved),
@@ -296,7 +296,7 @@ class Run:
     def evaluate(self, name: str) -> dict:
         """Scores (``evaluate.classification_metrics`` + "probs", the clip probabilities) of split
         ``name``: each clip's windows' softmax averaged, in fp32, with process 0's model."""
-        from .evaluate import evaluate_model
+        from liser.evaluate import evaluate_model
 
         windows, clip_of = self.windows[name]
         labels = self.sets[name].labels
@@ -356,7 +356,7 @@ class Run:
             dist.barrier()
 
     def resume(self, folder: Path) -> dict:
-        from .checkpoint import load_checkpoint
+        from liser.checkpoint import load_checkpoint
 
         state = json.loads((folder / T.STATE_JSON).read_text())
         T.check_same_run(state.pop("config"), self.config, self.out)
@@ -372,8 +372,8 @@ class Run:
 
     def finish(self, state: dict, seconds: float) -> dict:
         """Test the best checkpoint, write metrics.json on process 0, return the metrics."""
-        from .checkpoint import library_versions, load_checkpoint
-        from .evaluate import write_report
+        from liser.checkpoint import library_versions, load_checkpoint
+        from liser.evaluate import write_report
 
         path = self.out / "best"
         if self.rank == 0:

@@ -1,0 +1,24 @@
+"""liser.deploy: the public face of this stage (what other modules use)."""
+
+from .export import export_onnx, onnx_metadata, onnx_session, run_onnx
+from .predictor import (
+    FrontEndMismatch,
+    format_predictions,
+    iter_windows,
+    load,
+    predict,
+    predict_waveform,
+)
+
+__all__ = [
+    "FrontEndMismatch",
+    "export_onnx",
+    "format_predictions",
+    "iter_windows",
+    "load",
+    "onnx_metadata",
+    "onnx_session",
+    "predict",
+    "predict_waveform",
+    "run_onnx",
+]
