@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 import liser
-from liser.audio import AudioError, fit_window, load_audio, window_starts
+from liser.audio import AudioError, load_audio
 from liser.constants import RAVDESS_FOLDS
 from liser.deploy import export_onnx, onnx_session
 from liser.evaluate import classification_metrics
 from liser.manifest import read_manifest
+from liser.windows import fit_window, window_starts
 
 
 def main(checkpoint: str, manifest: str, fold: int = 1) -> None:

@@ -13,7 +13,6 @@ or digital silence (peak below ``SILENT_PEAK``, i.e. -120 dBFS).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -388,58 +387,3 @@ def audio_duration(path: str | os.PathLike) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Windows
-
-
-def fit_window(
-    wave: np.ndarray,
-    n_samples: int,
-    pad: str = "repeat",
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """Make a clip exactly `n_samples` long.
-
-    Longer clips are cropped: at a random offset when `rng` is given (training), else the centre.
-    Shorter clips are padded: "repeat" tiles the clip end to end (speech keeps its statistics),
-    "zero" appends zeros after the end.
-
-    wave : np.ndarray, shape = (N,), N >= 1  ->  np.ndarray float32, shape = (n_samples,)
-    """
-    wave = np.asarray(wave, dtype=np.float32)
-    if wave.ndim != 1 or len(wave) == 0:
-        raise ValueError(f"expected a non-empty 1-D wave, got shape {wave.shape}")
-    if n_samples <= 0:
-        raise ValueError(f"n_samples must be > 0, got {n_samples}")
-    n = len(wave)
-    if n > n_samples:
-        offset = (
-            int(rng.integers(0, n - n_samples + 1)) if rng is not None else (n - n_samples) // 2
-        )
-        return wave[offset : offset + n_samples].copy()
-    if n == n_samples:
-        return wave.copy()
-    if pad == "repeat":
-        return np.tile(wave, math.ceil(n_samples / n))[:n_samples]
-    if pad == "zero":
-        return np.concatenate([wave, np.zeros(n_samples - n, np.float32)])
-    raise ValueError(f"pad must be 'repeat' or 'zero', got {pad!r}")
-
-
-def window_starts(n_samples: int, window: int, hop: int, min_samples: int = 0) -> list[int]:
-    """Start positions of the windows that cover a clip of `n_samples` at evaluation.
-
-    Windows start every `hop` samples; when they leave a tail of at least `min_samples` uncovered,
-    one more window aligned to the end of the clip covers it. A clip no longer than `window` gets
-    one window at 0 (to be padded by `fit_window`); a clip shorter than `min_samples` gets none.
-
-    Example: window_starts(50, 30, 10) == [0, 10, 20]; window_starts(45, 30, 20) == [0, 15].
-    """
-    if window <= 0 or hop <= 0:
-        raise ValueError(f"window and hop must be > 0, got window={window}, hop={hop}")
-    if n_samples <= 0 or n_samples < min_samples:
-        return []
-    if n_samples <= window:
-        return [0]
-    starts = list(range(0, n_samples - window + 1, hop))
-    if n_samples - (starts[-1] + window) >= max(1, min_samples):
-        starts.append(n_samples - window)
-    return starts

@@ -55,6 +55,18 @@ class FrontEndConfig(_Checked):
         """Frames per window (centred STFT): 301 for 3 s at a 10 ms hop."""
         return self.window_samples // self.hop_samples + 1
 
+    def windows(self, hop_seconds: float | None = None, window_seconds: float | None = None):
+        """The ``windows.WindowSpec`` that covers a clip at evaluation and prediction: this front
+        end's window and padding, a hop of ``constants.WINDOW_HOP_SECONDS`` unless given."""
+        from .constants import WINDOW_HOP_SECONDS
+        from .windows import WindowSpec
+
+        return WindowSpec(
+            self.window_seconds if window_seconds is None else window_seconds,
+            WINDOW_HOP_SECONDS if hop_seconds is None else hop_seconds,
+            pad=self.pad,
+        )
+
 
 @dataclass(frozen=True)
 class StudentConfig(_Checked):
@@ -91,7 +103,7 @@ class DataConfig(_Checked):
     label_fraction: float = 1.0  # stratified, seeded share of training clips whose labels are kept
     cache_dir: str = "~/.cache/liser/features"  # on-disk feature cache; "" disables it
     num_workers: int = 0  # threads reading clips at start-up (0 = 1)
-    eval_hop_seconds: float = 1.0  # hop of the windows covering a clip at evaluation
+    eval_hop_seconds: float = 0.0  # hop of the windows covering a clip; 0 = the front end's (1 s)
     # Other corpora scored with the best checkpoint after training (liser evaluate's table, in
     # metrics.json "corpora" and cv.json), e.g. the cross-corpus dev sets:
     eval_manifests: tuple[str, ...] = ()

@@ -70,3 +70,7 @@ PAPER_UAR = {
     ("cremad", "supervised"): 55.81,
     ("cremad", "distilled"): 58.42,
 }
+
+# Hop between the windows that cover a clip at evaluation and prediction (training's validation and
+# test, liser evaluate, liser predict): FrontEndConfig.windows(); labeling states its own hop.
+WINDOW_HOP_SECONDS = 1.0

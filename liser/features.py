@@ -309,7 +309,8 @@ def clip_features(
     Returns np.ndarray float32, shape = (n_mels, T) with T >= frontend.n_frames.
     Raises audio.AudioError for files that cannot be used.
     """
-    from .audio import fit_window, load_audio
+    from .audio import load_audio
+    from .windows import fit_window
 
     logmel = logmel or LogMel()
     frontend = logmel.frontend

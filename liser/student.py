@@ -190,11 +190,3 @@ def fuse_for_inference(model: Student) -> Student:
             block.conv = fuse_conv_bn_eval(block.conv, block.norm)
             block.norm = nn.Identity()
     return fused
-
-
-def describe(model: Student) -> str:
-    """One line: parameters and MACs per window of the model's front end."""
-    params = count_parameters(model)
-    macs = count_macs(model.config, model.frontend)
-    seconds = model.frontend.window_seconds
-    return f"student: {params / 1e3:.1f} k parameters, {macs / 1e6:.1f} M MACs per {seconds:g} s window"

@@ -15,14 +15,8 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liser.audio import (
-    AudioError,
-    audio_duration,
-    fit_window,
-    load_audio,
-    stream_audio,
-    window_starts,
-)
+from liser.audio import AudioError, audio_duration, load_audio, stream_audio
+from liser.windows import fit_window, window_starts
 
 SR = 16000
 

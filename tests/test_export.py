@@ -53,7 +53,8 @@ def test_onnx_matches_pytorch_on_random_and_tonal_audio(exported):
 
 def test_onnx_matches_pytorch_on_real_speech(exported, shared):
     checkpoint, fp32, _ = exported
-    from liser.audio import fit_window, load_audio
+    from liser.audio import load_audio
+    from liser.windows import fit_window
 
     clip = next((shared / "data/ravdess/Actor_01").glob("03-01-05-*.flac"))
     wave = fit_window(load_audio(clip), 48000)[None]

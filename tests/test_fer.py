@@ -8,7 +8,8 @@ import torch
 from liser.constants import FER_CLASSES
 from liser.teachers.faces import HaarDetector, crop_face
 from liser.teachers.fer import FERModelError, load_fer_model, softmax
-from liser.teachers.keras_h5 import _same_padding, load_keras_h5
+from liser.teachers.keras_h5 import load_keras_h5
+from liser.teachers.keras_layers import same_padding as _same_padding
 from liser.testing import face_photo
 
 

@@ -8,10 +8,10 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 import liser
-from liser.audio import window_starts
 from liser.config import FrontEndConfig
 from liser.deploy import FrontEndMismatch, format_predictions, iter_windows, predict_waveform
 from liser.testing import student_checkpoint, tone
+from liser.windows import WindowSpec, window_starts
 
 CLASSES = ("angry", "happy", "neutral", "sad")
 
@@ -34,7 +34,9 @@ def test_streamed_windows_match_window_starts_for_any_chunking(n):
         expected = window_starts(n, window, hop, hop // 2) or [0]
         for chunk in (1, 13, 30, 1000):
             chunks = [wave[i : i + chunk] for i in range(0, n, chunk)]
-            got = list(iter_windows(chunks, window, hop, hop // 2))
+            spec = WindowSpec(window, hop)  # seconds at a rate of 1 sample per second
+            assert spec.starts(n, rate=1) == expected
+            got = list(iter_windows(chunks, spec, 1))
             assert [s for s, _ in got] == expected
             for start, samples in got:
                 np.testing.assert_array_equal(samples, wave[start : start + window])
@@ -53,8 +55,8 @@ def test_half_second_wave_gives_one_padded_window(model):
 
 def test_ten_second_wave_windows_and_file_mean(model, checkpoint):
     result = model.predict(tone(10.0, 300), 16000)
-    # windows every 1.5 s while they fit (0 .. 6 s), one more aligned to the end (7 s)
-    assert [w["start"] for w in result["windows"]] == [0.0, 1.5, 3.0, 4.5, 6.0, 7.0]
+    # the front end's windows (as in training): every 1 s while they fit (0 .. 7 s)
+    assert [w["start"] for w in result["windows"]] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     assert all(w["end"] - w["start"] == pytest.approx(3.0) for w in result["windows"])
     for w in result["windows"]:
         assert sum(w["probs"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -90,7 +92,7 @@ def test_predict_file_streams_to_the_same_result(model, tmp_path):
     from_file = model.predict_file(path, chunk_seconds=0.7)
     in_memory = model.predict(wave, 16000)
     assert from_file["path"] == str(path)
-    assert len(from_file["windows"]) == 6
+    assert len(from_file["windows"]) == 8
     for a, b in zip(from_file["windows"], in_memory["windows"], strict=True):
         assert a["start"] == b["start"]
         assert a["probs"] == pytest.approx(b["probs"], abs=1e-4)
@@ -134,7 +136,8 @@ def test_load_predict_file_end_to_end(checkpoint, tmp_path):
     assert model.classes == CLASSES
     result = model.predict_file(path)
     assert result["duration"] == pytest.approx(5.5, abs=1e-3)
-    assert [w["start"] for w in result["windows"]] == [0.0, 1.5, 2.5]
+    # every 1 s while they fit (0 .. 2 s), one more aligned to the end for the 0.5 s tail
+    assert [w["start"] for w in result["windows"]] == [0.0, 1.0, 2.0, 2.5]
     assert result["label"] in CLASSES
     json.dumps(result)  # plain data
 

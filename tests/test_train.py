@@ -26,6 +26,7 @@ from liser.testing import emotion_tone, emotion_tones, soft_label_store
 from liser.train import cv, lr_factor, train
 from liser.train import data as D
 from liser.train import loop as train_loop
+from liser.train.distill import UnlabeledStream
 
 FRONTEND = FrontEndConfig(window_seconds=0.5, n_mels=16)
 CLASSES = ("class0", "class1")
@@ -235,7 +236,7 @@ def test_stores_are_checked_and_mixed(tmp_path):
     video_store = store_of(tmp_path / "video", n=8, audio_probs=[None] * 8, audio_classes=(),
                            video_probs=video, video_classes=tuple(f"f{i}" for i in range(7)),
                            temperature=2.0)  # fmt: skip
-    stream = D.UnlabeledStream([audio_store, video_store], FRONTEND, seed=0)
+    stream = UnlabeledStream([audio_store, video_store], FRONTEND, seed=0)
     assert stream.audio_classes == CLASSES and len(stream.video_classes) == 7
     seen = {"audio": 0, "video": 0}
     batches = stream.epoch(0, 4)
@@ -258,11 +259,11 @@ def test_stores_are_checked_and_mixed(tmp_path):
 
     other = store_of(tmp_path / "other", n=4, frontend=replace(FRONTEND, n_mels=20))
     with pytest.raises(StoreError, match="front-end"):
-        D.UnlabeledStream([other], FRONTEND)
+        UnlabeledStream([other], FRONTEND)
     three = store_of(tmp_path / "three", n=4, audio_probs=[np.ones(3) / 3] * 4,
                      audio_classes=("a", "b", "c"))  # fmt: skip
     with pytest.raises(StoreError, match="disagree"):
-        D.UnlabeledStream([audio_store, three], FRONTEND)
+        UnlabeledStream([audio_store, three], FRONTEND)
 
 
 def test_two_stage_schedule_and_teacher_choice(corpus, tmp_path):
@@ -300,7 +301,7 @@ def test_global_batch_draws_split_across_processes(corpus):
     lam, perm = D.mixup(mixed, 0.4, np.random.default_rng(0))
     assert 0 < lam < 1 and torch.allclose(mixed, lam * whole + (1 - lam) * whole[perm])
     assert D.mixup(whole.clone(), 0.0, np.random.default_rng(0)) is None
-    windows, clip_of = D.eval_windows(clips, logmel, hop_seconds=0.25)
+    windows, clip_of = D.eval_windows(clips, logmel, FRONTEND.windows(0.25))
     assert windows.shape[1:] == (16, FRONTEND.n_frames)
     assert torch.equal(torch.unique(clip_of), torch.arange(len(clips)))
 

@@ -195,12 +195,3 @@ def _draw(style, expr, openness, blink, dx, dy, size) -> np.ndarray:
     lip = (170, 60, 70)
     cv2.polylines(img, [poly], True, lip, max(int(round(size / 64)), 1), aa, shift)
     return img
-
-
-def mouth_box(style: FaceStyle, size: int) -> tuple[slice, slice]:
-    """Rows and columns around the mouth of an unmoved face (for measurements in tests)."""
-    cx, cy = size / 2, size * 0.52
-    fw, fh = style.half_width * size, style.half_height * size
-    rows = slice(int(cy + 0.2 * fh), int(min(cy + 0.85 * fh, size)))
-    cols = slice(int(cx - 0.6 * fw), int(cx + 0.6 * fw) + 1)
-    return rows, cols

@@ -3,6 +3,7 @@
 from .export import export_onnx, onnx_metadata, onnx_session, run_onnx
 from .predictor import (
     FrontEndMismatch,
+    check_windows,
     format_predictions,
     iter_windows,
     load,
@@ -11,6 +12,7 @@ from .predictor import (
 )
 
 __all__ = [
+    "check_windows",
     "FrontEndMismatch",
     "export_onnx",
     "format_predictions",

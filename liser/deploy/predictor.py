@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from liser.audio import SILENT_PEAK, AudioError, fit_window, stream_audio, window_starts
+from liser.audio import SILENT_PEAK, AudioError, stream_audio
 from liser.checkpoint import load_checkpoint, logmel_for
 from liser.config import FrontEndConfig, to_dict
 from liser.constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
@@ -34,6 +34,7 @@ from liser.devices import resolve_device
 from liser.files import atomic_write
 from liser.media import list_media
 from liser.student import Student, fuse_for_inference
+from liser.windows import WindowCutter, WindowSpec, fit_window
 
 FORMATS = ("json", "jsonl", "csv")
 MIN_SECONDS = 0.1  # shorter files are reported as too short (as audio.load_audio does)
@@ -61,25 +62,17 @@ def check_frontend(meta: dict, frontend: FrontEndConfig | None, where: str = "ch
 
 
 def iter_windows(
-    chunks: Iterable[np.ndarray], window: int, hop: int, min_tail: int
+    chunks: Iterable[np.ndarray], spec: WindowSpec, rate: int
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(start sample, samples) of the windows ``window_starts(n, window, hop, min_tail)`` places
-    on the concatenation of ``chunks`` (n samples in all), holding at most one chunk plus one
-    window in memory. A clip shorter than ``window`` yields itself once (unpadded)."""
-    buffer, offset = np.zeros(0, np.float32), 0  # offset: sample index of buffer[0]
-    next_start, last = 0, -1
+    """(start sample, samples) of the windows ``spec`` cuts from the concatenation of ``chunks``
+    (``windows.WindowCutter``: at most one chunk plus one window in memory). A clip shorter than a
+    window yields itself once (unpadded)."""
+    cutter = WindowCutter(spec, rate)
     for chunk in chunks:
-        buffer = np.concatenate([buffer, chunk])
-        end = offset + len(buffer)
-        while next_start + window <= end:
-            yield next_start, buffer[next_start - offset : next_start - offset + window]
-            last, next_start = next_start, next_start + hop
-        keep = max(offset, min(next_start, end - window))  # the last window must stay readable
-        buffer, offset = buffer[keep - offset :], keep
-    n = offset + len(buffer)
-    for start in window_starts(n, window, hop, min_tail) or ([0] if n else []):
-        if start > last:
-            yield start, buffer[start - offset : start - offset + window]
+        for _, start, n_real, wave in cutter.feed(chunk):
+            yield start, wave[:n_real]
+    for _, start, n_real, wave in cutter.finish():
+        yield start, wave[:n_real]
 
 
 def collect_paths(paths: Iterable[str | os.PathLike], skipped: list | None = None) -> list[Path]:
@@ -130,7 +123,7 @@ def check_windows(window_seconds: float, hop_seconds: float, frontend: FrontEndC
 class Predictor:
     """A student ready to predict: ``.classes``, ``.predict(wave, rate)``, ``.predict_file(path)``.
 
-    window_seconds / hop_seconds : evaluation windows (default: the front end's window, half of it)
+    window_seconds / hop_seconds : the windows (default: ``frontend.windows()``, as in training)
     batch_size : windows scored per forward pass
     """
 
@@ -151,13 +144,12 @@ class Predictor:
         self.model = fuse_for_inference(model).to(self.device)
         self.logmel = logmel_for(meta, self.device)
         rate = self.frontend.sample_rate
-        self.window_seconds = (
-            self.frontend.window_seconds if window_seconds is None else window_seconds
-        )
-        self.hop_seconds = self.window_seconds / 2 if hop_seconds is None else hop_seconds
-        check_windows(self.window_seconds, self.hop_seconds, self.frontend)
-        self.window = round(self.window_seconds * rate)
-        self.hop = max(1, round(self.hop_seconds * rate))
+        default = self.frontend.windows()
+        check_windows(default.window_seconds if window_seconds is None else window_seconds,
+                      default.hop_seconds if hop_seconds is None else hop_seconds, self.frontend)  # fmt: skip
+        self.spec = self.frontend.windows(hop_seconds, window_seconds)
+        self.window_seconds, self.hop_seconds = self.spec.window_seconds, self.spec.hop_seconds
+        self.window = self.spec.samples(rate)[0]
         if isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -183,7 +175,7 @@ class Predictor:
                 n += len(chunk)
                 yield chunk
 
-        for start, samples in iter_windows(counted(), self.window, self.hop, self.hop // 2):
+        for start, samples in iter_windows(counted(), self.spec, self.frontend.sample_rate):
             spans.append((start, start + len(samples)))
             batch.append(fit_window(samples, self.window, self.frontend.pad))
             if len(batch) == self.batch_size:
@@ -290,17 +282,13 @@ def load(
     batch_size: int = 32,
     frontend: FrontEndConfig | None = None,
 ) -> Predictor:
-    """Load a checkpoint for prediction. ``frontend``: the caller's front end, checked against the
-    checkpoint's (FrontEndMismatch when they differ). A folder written by ``liser teacher
-    fit-audio`` (it holds ``teacher.json``) gives the teacher behind the same interface."""
+    """Load a student checkpoint for prediction. ``frontend``: the caller's front end, checked
+    against the checkpoint's (FrontEndMismatch when they differ). An audio-teacher folder is a
+    ValueError: teachers are scored with ``liser evaluate`` (``evaluate.load_scorer``)."""
     if (Path(checkpoint) / "teacher.json").is_file():
-        from liser.teachers import load_teacher_predictor
-
-        window = FrontEndConfig().window_seconds if window_seconds is None else window_seconds
-        check_windows(window, window / 2 if hop_seconds is None else hop_seconds, FrontEndConfig())
-
-        return load_teacher_predictor(
-            str(checkpoint), str(device), window_seconds, hop_seconds, batch_size
+        raise ValueError(
+            f"{checkpoint} is an audio-teacher folder (teacher.json), not a student checkpoint: "
+            "score it with `liser evaluate`, or load it with liser.teachers.load_audio_teacher"
         )
     model, meta = load_checkpoint(checkpoint)
     check_frontend(meta, frontend, str(checkpoint))

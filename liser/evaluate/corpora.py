@@ -4,7 +4,6 @@ at once in one table (``liser evaluate CHECKPOINT M1 M2 ...``), with the class r
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,24 @@ from liser.files import atomic_write, write_json
 
 from .metrics import classification_metrics, write_report
 from .taxonomy import class_scoring, scored_label
+
+
+def load_scorer(checkpoint, device="auto", window_seconds=None, hop_seconds=None, batch_size=32):
+    """What ``liser evaluate`` scores: a student checkpoint (``deploy.Predictor``) or an
+    audio-teacher folder (``teachers.TeacherPredictor``), both with ``classes``, ``frontend``,
+    ``window_seconds``, ``hop_seconds``, ``precision`` and ``predict(wave)``."""
+    from liser.config import FrontEndConfig
+    from liser.deploy import check_windows, load
+
+    if (Path(checkpoint) / "teacher.json").is_file():
+        from liser.teachers import load_teacher_predictor
+
+        window = FrontEndConfig().window_seconds if window_seconds is None else window_seconds
+        check_windows(window, window / 2 if hop_seconds is None else hop_seconds, FrontEndConfig())
+        return load_teacher_predictor(
+            str(checkpoint), str(device), window_seconds, hop_seconds, batch_size
+        )
+    return load(checkpoint, device, window_seconds, hop_seconds, batch_size)
 
 
 def evaluate_checkpoint(
@@ -39,9 +56,7 @@ def evaluate_checkpoint(
     confusion.csv, confusion.png and predictions.csv. Clips that cannot be read are listed in
     metrics["skipped"] and left out of the scores. Returns the metrics.
     """
-    from liser.deploy import load
-
-    predictor = load(checkpoint, device, window_seconds, hop_seconds, batch_size)
+    predictor = load_scorer(checkpoint, device, window_seconds, hop_seconds, batch_size)
     name, df = _named(manifest)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / f"eval-{name}"
     metrics = score_manifest(predictor, df, name, classes, mapping, restrict, progress)
@@ -68,9 +83,7 @@ def evaluate_corpora(
     several (``by_corpus``). Writes ``OUT/<corpus>/`` (as ``evaluate_checkpoint``) and
     ``OUT/corpora.{json,md,csv,png}``: UAR, WAR, macro-F1, n and classes per corpus, and their
     mean. Returns {"corpora": [...rows], "mean": {...}, "checkpoint", "rules"}."""
-    from liser.deploy import load
-
-    predictor = load(checkpoint, device, window_seconds, hop_seconds, batch_size)
+    predictor = load_scorer(checkpoint, device, window_seconds, hop_seconds, batch_size)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / "eval-corpora"
     parts = corpus_parts(manifests, by_corpus)
     rows = []
@@ -116,7 +129,8 @@ def score_manifest(predictor, df: pd.DataFrame, name: str, classes=None, mapping
     from rich.console import Console
     from rich.progress import Progress
 
-    from liser.audio import AudioError, load_audio
+    from liser.audio import AudioError
+    from liser.windows import Clip
 
     df = df[df["label"].notna()]
     if df.empty:
@@ -135,10 +149,8 @@ def score_manifest(predictor, df: pd.DataFrame, name: str, classes=None, mapping
     rate = predictor.frontend.sample_rate
     with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
         for row in bar.track(df.itertuples(index=False), total=len(df), description=f"{name}"):
-            start = float(row.start) if _known(row.start) else 0.0
-            duration = float(row.duration) if _known(row.duration) and row.duration > 0 else None
             try:
-                wave = load_audio(row.path, rate, start, duration)
+                wave = Clip.from_row(row).load_audio(rate)
             except AudioError as err:
                 skipped.append({"id": str(row.id), "path": str(row.path), "error": err.reason})
                 continue
@@ -197,10 +209,6 @@ def _named(manifest) -> tuple[str, pd.DataFrame]:
     if isinstance(manifest, (str, os.PathLike)):
         return Path(manifest).stem, read_manifest(manifest)
     return "manifest", manifest
-
-
-def _known(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _checkpoint_folder(checkpoint) -> Path:

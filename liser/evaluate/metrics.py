@@ -139,19 +139,16 @@ def evaluate_model(
 
 
 def _windows_of_waves(model: Student, waves, logmel, hop_seconds):
-    from liser.audio import fit_window
-    from liser.deploy import iter_windows
     from liser.features import LogMel
 
     frontend = model.frontend
     logmel = logmel if logmel is not None else LogMel(frontend)
-    size = frontend.window_samples
-    hop = max(1, round((hop_seconds or frontend.window_seconds / 2) * frontend.sample_rate))
+    spec = frontend.windows(hop_seconds)
     windows, clip_of = [], []
     for i, wave in enumerate(waves):
-        for _, samples in iter_windows([np.asarray(wave, np.float32)], size, hop, hop // 2):
-            windows.append(fit_window(samples, size, frontend.pad))
-            clip_of.append(i)
+        cut, _ = spec.cut(np.asarray(wave, np.float32), frontend.sample_rate)
+        windows.extend(cut)
+        clip_of.extend([i] * len(cut))
     with torch.no_grad():
         features = torch.cat([logmel(torch.from_numpy(np.stack(b))) for b in _batches(windows, 64)])
     return features, torch.tensor(clip_of)

@@ -12,37 +12,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from liser.audio import SILENT_PEAK, AudioError, fit_window, load_audio, stream_audio
+from liser.audio import SILENT_PEAK, AudioError, load_audio, stream_audio
 from liser.config import LabelConfig
 from liser.constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from liser.media import list_media
 from liser.video_io import iter_frames, probe
+from liser.windows import Clip, WindowCutter, WindowSpec
 
 MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
 
 
-@dataclass(frozen=True)
-class Clip:
-    """A file, or a segment of one, to label. ``key`` names it in the store (column ``clip``)."""
-
-    key: str
-    path: str
-    start: float = 0.0  # seconds
-    end: float | None = None  # seconds; None = to the end of the file
-
-    @property
-    def has_video(self) -> bool:
-        return Path(self.path).suffix.lower() not in AUDIO_EXTENSIONS
-
-
 def list_clips(src: str | Path, errors: list | None = None) -> list[Clip]:
-    """The clips of a folder (media files found recursively, symlinks followed, each real folder
+    """The clips (``windows.Clip``, ``id`` = the store's ``clip`` column: the path, or
+    ``path#start+duration`` for a stretch) of a folder (media files found recursively, symlinks followed, each real folder
     once), a manifest, or one media file. Unreadable folders are added to ``errors`` as
     (path, reason); a folder without any media file is a FileNotFoundError.
 
@@ -70,9 +57,9 @@ def list_clips(src: str | Path, errors: list | None = None) -> list[Clip]:
             if start == 0.0 and counts[path] == 1:
                 clips.append(Clip(path, path))
             else:
-                end = None if np.isnan(duration) else start + float(duration)
-                key = f"{path}#{start:.3f}+{'' if end is None else f'{end - start:.3f}'}"
-                clips.append(Clip(key, path, start, end))
+                duration = None if np.isnan(duration) else float(duration)
+                key = f"{path}#{start:.3f}+{'' if duration is None else f'{duration:.3f}'}"
+                clips.append(Clip(key, path, start, duration))
         return clips
     if src.is_file():
         return [Clip(str(src.absolute()), str(src.absolute()))]
@@ -84,8 +71,7 @@ def clip_from_key(key: str, source: str) -> Clip:
     if key == source or "#" not in key:
         return Clip(key, source)
     start, _, duration = key.rsplit("#", 1)[1].partition("+")
-    end = float(start) + float(duration) if duration else None
-    return Clip(key, source, float(start), end)
+    return Clip(key, source, float(start), float(duration) if duration else None)
 
 
 def window_id(clip_key: str, index: int) -> str:
@@ -116,53 +102,6 @@ def audio_chunks(clip: Clip, sample_rate: int, chunk_seconds: float) -> Iterator
         if len(wave) < round(duration * sample_rate):
             return
         at += duration
-
-
-class WindowCutter:
-    """Cut a stream of chunks into windows as ``audio.window_starts`` would cut the whole clip.
-
-    ``feed(chunk)`` and ``finish()`` return lists of ``(index, start_sample, n_real, wave)`` with
-    ``wave`` (window,) float32 (padded when n_real < window). Keeps at most one window plus one
-    chunk in memory.
-    """
-
-    def __init__(self, window: int, hop: int, min_samples: int, pad: str = "repeat"):
-        self.window, self.hop, self.min_samples, self.pad = window, hop, min_samples, pad
-        self.buffer = np.zeros(0, np.float32)
-        self.offset = 0  # sample index of buffer[0]
-        self.total = 0
-        self.next_start = 0
-        self.count = 0
-
-    def _take(self, start: int, n_real: int) -> tuple:
-        piece = self.buffer[start - self.offset : start - self.offset + n_real]
-        wave = piece if n_real == self.window else fit_window(piece, self.window, self.pad)
-        self.count += 1
-        return (self.count - 1, start, n_real, np.ascontiguousarray(wave, dtype=np.float32))
-
-    def feed(self, chunk: np.ndarray) -> list[tuple]:
-        self.buffer = np.concatenate([self.buffer, chunk])
-        self.total += len(chunk)
-        out = []
-        while self.next_start + self.window <= self.total:
-            out.append(self._take(self.next_start, self.window))
-            self.next_start += self.hop
-        keep = max(0, min(self.next_start, self.total - self.window))
-        if keep > self.offset:
-            self.buffer = self.buffer[keep - self.offset :]
-            self.offset = keep
-        return out
-
-    def finish(self) -> list[tuple]:
-        n = self.total
-        if n == 0 or n < self.min_samples:
-            return []
-        if self.count == 0:
-            return [self._take(0, min(n, self.window))]  # a clip no longer than a window
-        last_end = self.next_start - self.hop + self.window
-        if n - last_end >= max(1, self.min_samples):
-            return [self._take(n - self.window, self.window)]  # end-aligned tail window
-        return []
 
 
 class FrameWindows:
@@ -219,9 +158,9 @@ def clip_windows(clip: Clip, config: LabelConfig, logmel, video_teacher=None) ->
     """
     fe = config.frontend
     sr = fe.sample_rate
-    cutter = WindowCutter(
-        fe.window_samples, round(config.hop_seconds * sr), round(config.min_seconds * sr), fe.pad
-    )
+    spec = WindowSpec(fe.window_seconds, config.hop_seconds, config.min_seconds,
+                      config.min_seconds, fe.pad)  # fmt: skip
+    cutter = WindowCutter(spec, sr)
     if not Path(clip.path).exists():
         raise AudioError(clip.path, "file not found")
     frames = None
@@ -236,8 +175,8 @@ def clip_windows(clip: Clip, config: LabelConfig, logmel, video_teacher=None) ->
         starts = [clip.start + w[1] / sr for w in windows]
         ends = [clip.start + (w[1] + w[2]) / sr for w in windows]
         rows = {
-            "window_id": [window_id(clip.key, w[0]) for w in windows],
-            "clip": [clip.key] * len(windows),
+            "window_id": [window_id(clip.id, w[0]) for w in windows],
+            "clip": [clip.id] * len(windows),
             "source": [clip.path] * len(windows),
             "start": starts,
             "end": ends,

@@ -17,8 +17,9 @@ import pyarrow as pa
 
 from liser import store as st
 from liser.store import shards
+from liser.windows import Clip
 
-from .clips import Clip, audio_columns, clip_windows
+from .clips import audio_columns, clip_windows
 
 # Rows between the two stages: the store's columns without the audio teacher's, plus the window's
 # samples, the clip's window count (on the rows of its last chunk, else -1) and a skip reason.
@@ -79,7 +80,12 @@ class ClipWorker:
         for key, path, start, end in zip(
             batch["key"], batch["path"], batch["start"], batch["end"], strict=True
         ):
-            clip = Clip(str(key), str(path), float(start), None if np.isnan(end) else float(end))
+            clip = Clip(
+                str(key),
+                str(path),
+                float(start),
+                None if np.isnan(end) else float(end) - float(start),
+            )
             held, n = None, 0
             try:
                 for rows in clip_windows(clip, self.config, self.logmel, self.video):
@@ -107,7 +113,7 @@ def _work_table(rows: dict, n_total: int) -> pa.Table:
 def _marker(clip: Clip, reason: str | None) -> pa.Table:
     """A row saying that a clip ended without windows (``reason`` None) or failed."""
     columns = {name: [None] for name in WORK_SCHEMA.names}
-    columns.update(clip=[clip.key], source=[clip.path], clip_windows=[0], skip_reason=[reason])
+    columns.update(clip=[clip.id], source=[clip.path], clip_windows=[0], skip_reason=[reason])
     return pa.Table.from_pydict(columns, schema=WORK_SCHEMA)
 
 
@@ -148,7 +154,7 @@ def label_clips_ray(job) -> None:
     if not ray.is_initialized():
         ray.init(address=config.ray_address or None, log_to_driver=False)
     items = [
-        {"key": c.key, "path": c.path, "start": c.start, "end": np.nan if c.end is None else c.end}
+        {"key": c.id, "path": c.path, "start": c.start, "end": np.nan if c.end is None else c.end}
         for c in job.todo
     ]
     context = ray.data.DataContext.get_current()
@@ -191,7 +197,7 @@ def _pipeline(ray, job, items: list[dict]):
 def _collect(job, tables) -> None:
     """Write arriving rows to shards; a clip completes when all its windows have arrived."""
     writer = shards.ShardWriter(job.store_dir, job.config.shard_windows)
-    clips = {c.key: c for c in job.todo}
+    clips = {c.id: c for c in job.todo}
     counts: dict[str, int] = {}
     totals: dict[str, int] = {}
     failed: set[str] = set()

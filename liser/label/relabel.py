@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from liser import store as st
-from liser.audio import AudioError, fit_window, load_audio
+from liser.audio import AudioError, load_audio
 from liser.store import shards
 from liser.video_io import VideoError, probe
+from liser.windows import fit_window
 
 from .clips import FrameWindows, audio_columns, clip_from_key, video_columns
 

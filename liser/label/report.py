@@ -6,89 +6,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
 from liser import store as st
-from liser.audio import window_starts
-from liser.config import LabelConfig
-from liser.video_io import VideoError, probe
-
-from .clips import Clip
 
 if TYPE_CHECKING:
-    from .run import LabelJob
-
-
-class _Rate(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(
-            f"{speed:.1f} windows/s" if speed else "- windows/s", style="progress.data.speed"
-        )
-
-
-class WindowsBar:
-    """Progress over the estimated number of windows (from headers: no decoding)."""
-
-    def __init__(self, clips: list[Clip], config: LabelConfig, console: Console):
-        self.progress = Progress(
-            TextColumn("[bold]label[/]"),
-            BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} windows"),
-            TextColumn("{task.fields[files]}/{task.fields[n_files]} files"),
-            _Rate(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.total = sum(_expected_windows(c, config) for c in clips)
-        self.task = self.progress.add_task("label", total=self.total, files=0, n_files=len(clips))
-        self.done = 0
-
-    def __enter__(self) -> WindowsBar:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.update(self.task, total=self.done)
-        self.progress.stop()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.done > self.total:
-            self.total = self.done
-            self.progress.update(self.task, total=self.total)
-        self.progress.advance(self.task, n)
-
-    def file_done(self) -> None:
-        files = self.progress.tasks[0].fields["files"] + 1
-        self.progress.update(self.task, files=files)
-
-
-class NoBar:
-    def advance(self, n: int) -> None:
-        pass
-
-    def file_done(self) -> None:
-        pass
-
-
-def _expected_windows(clip: Clip, config: LabelConfig) -> int:
-    try:
-        duration = (clip.end or probe(clip.path).duration) - clip.start
-    except VideoError:
-        return 0
-    sr = config.frontend.sample_rate
-    return len(
-        window_starts(
-            round(duration * sr),
-            config.frontend.window_samples,
-            round(config.hop_seconds * sr),
-            round(config.min_seconds * sr),
-        )
-    )
+    from .job import LabelJob
 
 
 def summarize(job: LabelJob) -> dict:

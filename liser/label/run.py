@@ -10,14 +10,10 @@ columns (``relabel.py``). Bad files are skipped and reported, with the reason, i
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from liser import store as st
 from liser.audio import AudioError
@@ -25,71 +21,11 @@ from liser.config import LabelConfig
 from liser.devices import precision_name, resolve_device
 from liser.store import shards
 from liser.video_io import VideoError
+from liser.windows import Clip
 
-from .clips import Clip, audio_columns, clip_windows, list_clips
-from .report import NoBar, WindowsBar, summarize
-
-
-@dataclass
-class LabelJob:
-    """Everything one labeling run needs, and its bookkeeping (skips, counts, header writes)."""
-
-    store_dir: Path
-    config: LabelConfig
-    header: dict
-    audio: object | None  # AudioTeacher
-    video: object | None  # VideoTeacher
-    todo: list[Clip]
-    show_progress: bool = True
-    console: Console = field(default_factory=lambda: Console(stderr=True))
-    files: int = 0
-    windows: int = 0
-    needs_repair: bool = False
-    started: float = field(default_factory=time.perf_counter)
-    _logmel: object = field(default=None, repr=False)
-
-    @property
-    def logmel(self):
-        """The student's front end (``features.LogMel``), built on first use."""
-        if self._logmel is None:
-            from liser.features import LogMel
-
-            self._logmel = LogMel(self.config.frontend).eval()
-        return self._logmel
-
-    def skip(self, clip: Clip, reason: str, written: bool = False) -> None:
-        """Record a clip that cannot be labeled (``written``: some of its rows reached a shard)."""
-        self.needs_repair |= written
-        reason = reason.removeprefix(f"{clip.path}: ")
-        self.header["skipped"][clip.key] = {"path": clip.path, "reason": reason, **_stamp(clip)}
-        if self.show_progress:
-            self.console.print(f"[yellow]skipped[/] {clip.key}: {reason}")
-
-    def done_clip(self, clip: Clip, n_windows: int) -> None:
-        self.header["skipped"].pop(clip.key, None)
-        self.files += 1
-        self.windows += n_windows
-
-    def no_window_reason(self, clip: Clip) -> str:
-        return f"no window: shorter than {self.config.min_seconds} s or digital silence throughout"
-
-    def flush(self, writer: shards.ShardWriter, before=None, last: bool = False) -> None:
-        """Write the buffered rows as a shard, then store.json (skips); repair at the end."""
-        if before is not None:
-            before()
-        writer.flush()
-        if last and self.needs_repair:
-            shards.repair_store(self.store_dir)
-        st.write_header(self.store_dir, self.header)
-
-    def progress_bar(self):
-        """A rich progress bar over the estimated windows of ``todo`` (``.advance(n)``)."""
-        if not self.show_progress:
-            return contextlib.nullcontext(NoBar())
-        return WindowsBar(self.todo, self.config, self.console)
-
-    def teacher(self, kind: str):
-        return self.audio if kind == "audio" else self.video
+from .clips import audio_columns, clip_windows, list_clips
+from .job import LabelJob, stamp
+from .report import summarize
 
 
 def label(
@@ -117,7 +53,7 @@ def label(
         audio, video = _resolve_teachers(header, config, audio_teacher, video_teacher)
         shards.repair_store(store_dir)
         done = shards.done_clips(store_dir)
-        todo = [c for c in clips if c.key not in done and not _skipped_before(header, c)]
+        todo = [c for c in clips if c.id not in done and not _skipped_before(header, c)]
         _check_unavailable(header, audio, video, todo)
         st.write_header(store_dir, header)
         job = LabelJob(store_dir, config, header, audio, video, todo, progress)
@@ -167,11 +103,11 @@ def label_clips_local(job: LabelJob) -> None:
                     if writer.rows + waiting >= config.shard_windows:
                         job.flush(writer, before=run_pending)
             except (AudioError, VideoError) as error:
-                pending[:] = [p for p in pending if p["clip"][0] != clip.key]
-                job.skip(clip, str(error), written=writer.discard(clip.key))
+                pending[:] = [p for p in pending if p["clip"][0] != clip.id]
+                job.skip(clip, str(error), written=writer.discard(clip.id))
             else:
                 if n_windows:
-                    writer.complete(clip.key)
+                    writer.complete(clip.id)
                     job.done_clip(clip, n_windows)
                 else:
                     job.skip(clip, job.no_window_reason(clip))
@@ -345,18 +281,10 @@ def _check_unavailable(header: dict, audio, video, todo: list[Clip]) -> None:
             )
 
 
-def _stamp(clip: Clip) -> dict:
-    try:
-        stat = os.stat(clip.path)
-        return {"size": stat.st_size, "mtime": stat.st_mtime}
-    except OSError:
-        return {"size": None, "mtime": None}
-
-
 def _skipped_before(header: dict, clip: Clip) -> bool:
     """True when the clip was skipped by an earlier run and its file has not changed since."""
-    record = header["skipped"].get(clip.key)
+    record = header["skipped"].get(clip.id)
     if record is None:
         return False
-    stamp = _stamp(clip)
-    return stamp["size"] == record.get("size") and stamp["mtime"] == record.get("mtime")
+    now = stamp(clip)
+    return now["size"] == record.get("size") and now["mtime"] == record.get("mtime")

@@ -15,6 +15,7 @@ import torch
 
 from liser.constants import SAMPLE_RATE
 from liser.devices import autocast_dtype, precision_name
+from liser.windows import Clip, WindowSpec
 
 log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
@@ -31,20 +32,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def clip_windows(
     wave: np.ndarray, window: int, hop: int, pad: str = "zero"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Windows covering a clip: (K, window) float32 and their valid lengths (K,) in samples.
+    """Windows covering a clip (``windows.WindowSpec`` in samples, any tail covered by one more
+    window aligned to the end): (K, window) float32 and their valid lengths (K,) in samples.
 
     A clip shorter than ``window`` gives one window, zero-padded (length = clip) or tiled
-    (``pad="repeat"``, full length); a longer one gives windows every ``hop`` samples, the last
-    one ending at the clip's end."""
+    (``pad="repeat"``, full length)."""
     wave = np.asarray(wave, dtype=np.float32)
     n = wave.shape[0]
     if n <= window:
         if pad == "repeat" and n > 0:
             return np.resize(wave, window)[None], np.array([window])
         return np.pad(wave, (0, window - n))[None], np.array([n])
-    starts = list(range(0, n - window + 1, hop))
-    if starts[-1] != n - window:
-        starts.append(n - window)
+    starts = WindowSpec(window, hop, min_tail_seconds=0.0, pad=pad).starts(n, rate=1)
     return np.stack([wave[s : s + window] for s in starts]), np.full(len(starts), window)
 
 
@@ -106,17 +105,13 @@ def predict_manifest(teacher: Teacher, df, progress: bool = True) -> np.ndarray:
     NaN (logged with the file and the reason)."""
     from rich.progress import track
 
-    from liser.audio import AudioError, load_audio
+    from liser.audio import AudioError
 
     out = np.full((len(df), len(teacher.classes)), np.nan, np.float32)
     rows = list(df.itertuples(index=False))
     for i, row in enumerate(track(rows, "teacher", disable=not progress, transient=True)):
-        duration = getattr(row, "duration", None)
-        duration = None if duration is None or not np.isfinite(duration) else float(duration)
         try:
-            wave = load_audio(
-                row.path, start=float(getattr(row, "start", 0) or 0), duration=duration
-            )
+            wave = Clip.from_row(row).load_audio()
         except AudioError as e:
             log.warning("skipped: %s", e)
             continue

@@ -96,11 +96,11 @@ def clip_key(row, window: int, hop: int) -> str:
 
 
 def _read(row, strict: bool = False) -> np.ndarray | None:
-    from liser.audio import AudioError, load_audio
+    from liser.audio import AudioError
+    from liser.windows import Clip
 
-    duration = row.duration if row.duration is not None and np.isfinite(row.duration) else None
     try:
-        return load_audio(row.path, start=float(row.start or 0.0), duration=duration)
+        return Clip.from_row(row).load_audio()
     except AudioError as e:
         if strict:
             raise

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import operator
 from pathlib import Path
 
@@ -22,105 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class KerasModelError(ValueError):
-    """An HDF5 file that is not a Keras model liser can rebuild; the message says why."""
-
-
-ACTIVATIONS = {
-    "linear": nn.Identity,
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "softplus": nn.Softplus,
-    "swish": nn.SiLU,
-    "silu": nn.SiLU,
-    "gelu": nn.GELU,
-    "softmax": lambda: nn.Softmax(dim=1),
-}
-
-
-def _activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise KerasModelError(f"unsupported activation '{name}'")
-    return ACTIVATIONS[name]()
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TensorFlow 'same' padding of one dimension: (before, after), the extra pixel after."""
-    effective = (kernel - 1) * dilation + 1
-    total = max((math.ceil(size / stride) - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
-
-
-class TFPad(nn.Module):
-    """Pads (N, C, H, W) as TensorFlow's 'same' for the given kernel/stride, or not at all."""
-
-    def __init__(self, padding: str, kernel, stride, dilation=(1, 1), value: float = 0.0):
-        super().__init__()
-        self.same = padding == "same"
-        self.kernel, self.stride, self.dilation, self.value = kernel, stride, dilation, value
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.same:
-            return x
-        top, bottom = _same_padding(x.shape[2], self.kernel[0], self.stride[0], self.dilation[0])
-        left, right = _same_padding(x.shape[3], self.kernel[1], self.stride[1], self.dilation[1])
-        if top == bottom == left == right == 0:
-            return x
-        return F.pad(x, (left, right, top, bottom), value=self.value)
-
-
-class SameMaxPool(nn.Module):
-    """MaxPooling2D; 'same' padding as TensorFlow (padded pixels never win)."""
-
-    def __init__(self, padding: str, kernel, stride):
-        super().__init__()
-        self.pad = TFPad(padding, kernel, stride, value=-math.inf)
-        self.kernel, self.stride = kernel, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad.same:
-            top, _ = _same_padding(x.shape[2], self.kernel[0], self.stride[0])
-            left, _ = _same_padding(x.shape[3], self.kernel[1], self.stride[1])
-            if top == left == 0:  # padding only after: ceil mode gives the same windows, no copy
-                return F.max_pool2d(x, self.kernel, self.stride, ceil_mode=True)
-        return F.max_pool2d(self.pad(x), self.kernel, self.stride)
-
-
-class SameAvgPool(nn.Module):
-    """AveragePooling2D with 'same' padding: the padded pixels do not count in the mean."""
-
-    def __init__(self, padding: str, kernel, stride):
-        super().__init__()
-        self.pad = TFPad(padding, kernel, stride)
-        self.kernel, self.stride = kernel, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = F.avg_pool2d(self.pad(x), self.kernel, self.stride)
-        ones = self.pad(torch.ones_like(x[:, :1]))
-        return total / F.avg_pool2d(ones, self.kernel, self.stride)
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
+from .keras_layers import (
+    Bias,
+    KerasModelError,
+    Lambda,
+    SameAvgPool,
+    SameMaxPool,
+    TFPad,
+    activation,
+    pair,
+)
 
 
 def _conv(cfg: dict, in_channels: int, weights: dict, depthwise: bool) -> nn.Module:
-    kernel, stride = _pair(cfg["kernel_size"]), _pair(cfg.get("strides", 1))
-    dilation = _pair(cfg.get("dilation_rate", 1))
+    kernel, stride = pair(cfg["kernel_size"]), pair(cfg.get("strides", 1))
+    dilation = pair(cfg.get("dilation_rate", 1))
     padding = cfg.get("padding", "valid")
     # 'same' with stride 1 and odd kernels pads symmetrically: let the convolution do it
     static = padding == "same" and stride == (1, 1) and all(k % 2 for k in kernel)
@@ -147,18 +62,9 @@ def _conv(cfg: dict, in_channels: int, weights: dict, depthwise: bool) -> nn.Mod
         point.weight.data = torch.from_numpy(pointwise.transpose(3, 2, 0, 1).copy())
         layers.append(point)
     if cfg.get("use_bias", True):
-        layers.append(_Bias(weights["bias"]))
-    layers.append(_activation(cfg.get("activation", "linear")))
+        layers.append(Bias(weights["bias"]))
+    layers.append(activation(cfg.get("activation", "linear")))
     return nn.Sequential(*layers)
-
-
-class _Bias(nn.Module):
-    def __init__(self, bias: np.ndarray):
-        super().__init__()
-        self.bias = nn.Parameter(torch.from_numpy(bias.copy()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.bias.view(1, -1, *([1] * (x.dim() - 2)))
 
 
 def _batch_norm(cfg: dict, channels: int, weights: dict) -> nn.Module:
@@ -181,7 +87,7 @@ def _dense(cfg: dict, weights: dict) -> nn.Module:
     linear.weight.data = torch.from_numpy(kernel.T.copy())
     if cfg.get("use_bias", True):
         linear.bias.data = torch.from_numpy(weights["bias"].copy())
-    return nn.Sequential(linear, _activation(cfg.get("activation", "linear")))
+    return nn.Sequential(linear, activation(cfg.get("activation", "linear")))
 
 
 def _build_layer(kind: str, cfg: dict, channels: list[int], weights: dict) -> tuple[nn.Module, int]:
@@ -195,7 +101,7 @@ def _build_layer(kind: str, cfg: dict, channels: list[int], weights: dict) -> tu
     if kind == "BatchNormalization":
         return _batch_norm(cfg, c, weights), c
     if kind == "Activation":
-        return _activation(cfg["activation"]), c
+        return activation(cfg["activation"]), c
     if kind == "ReLU":
         limit = cfg.get("max_value")
         return (nn.ReLU() if limit is None else nn.Hardtanh(0.0, float(limit))), c
@@ -204,8 +110,8 @@ def _build_layer(kind: str, cfg: dict, channels: list[int], weights: dict) -> tu
     if kind == "Softmax":
         return nn.Softmax(dim=1), c
     if kind in ("MaxPooling2D", "AveragePooling2D"):
-        kernel = _pair(cfg.get("pool_size", 2))
-        stride = _pair(cfg.get("strides") or kernel)
+        kernel = pair(cfg.get("pool_size", 2))
+        stride = pair(cfg.get("strides") or kernel)
         padding = cfg.get("padding", "valid")
         if kind == "AveragePooling2D":
             return SameAvgPool(padding, kernel, stride), c
@@ -217,7 +123,7 @@ def _build_layer(kind: str, cfg: dict, channels: list[int], weights: dict) -> tu
     if kind == "ZeroPadding2D":
         pad = cfg.get("padding", 1)
         pad = [pad, pad] if isinstance(pad, int) else pad
-        (top, bottom), (left, right) = [_pair(p) for p in pad]
+        (top, bottom), (left, right) = [pair(p) for p in pad]
         return Lambda(lambda x: F.pad(x, (left, right, top, bottom))), c
     if kind in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "InputLayer"):
         return nn.Identity(), c
@@ -396,7 +302,7 @@ def _fold_batch_norms(modules: dict[str, nn.Module], order: list[tuple[str, list
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         bias = torch.zeros_like(scale)
         for i, m in enumerate(conv_block):
-            if isinstance(m, _Bias):
+            if isinstance(m, Bias):
                 bias = m.bias.detach().clone()
                 conv_block[i] = nn.Identity()
         conv.weight.mul_(scale.view(-1, 1, 1, 1))

@@ -1,4 +1,7 @@
-"""liser.train: the public face of this stage (what other modules use)."""
+"""Training a student: ``train(config)`` one run (supervised, or jointly distilled), ``cv(config)``
+over every fold. ``run.py`` the entry points, ``loop.py`` the epoch loop, ``data.py`` clips and
+batches, ``augment.py`` channel augmentations, ``losses.py``, ``optim.py``, ``state.py``
+(checkpoints, resume), ``distributed.py`` (torchrun), ``scores.py`` (other corpora)."""
 
 from .augment import CODECS, NoiseBank, band_limit, change_speed, codec_round_trip, mix_at_snr
 from .data import clip_mode, draw_augment
@@ -11,7 +14,9 @@ from .losses import (
     instance_weights,
     normalize_weights,
 )
-from .run import TrainingDiverged, check_same_run, cv, lr_factor, train
+from .optim import lr_factor
+from .run import cv, train
+from .state import TrainingDiverged, check_same_run
 
 __all__ = [
     "CODECS",

@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from liser.audio import AudioError, fit_window, load_audio, window_starts
+from liser.audio import AudioError
 from liser.config import AugmentConfig, DataConfig, FrontEndConfig
 from liser.features import FeatureCache, LogMel, cached_features, mel_band_edges
+from liser.windows import Clip, WindowSpec, fit_window
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,16 @@ def load_clips(
     rows = df.to_dict(orient="records")
 
     def read(row):
-        duration = row["duration"] if pd.notna(row["duration"]) else None
+        clip = Clip.from_row(row)
         try:
             if mode == "features":
-                x = cached_features(row["path"], float(row["start"]), duration, cache, logmel)
+                x = cached_features(clip.path, clip.start, clip.duration, cache, logmel)
                 return x.astype(np.float16)
-            return load_audio(row["path"], frontend.sample_rate, float(row["start"]), duration)
+            return clip.load_audio(frontend.sample_rate)
         except AudioError as error:
             return error
         except Exception as error:  # noqa: BLE001 - any failure skips the clip, named
-            return AudioError(row["path"], f"{type(error).__name__}: {error}")
+            return AudioError(clip.path, f"{type(error).__name__}: {error}")
 
     task = progress.add_task("loading clips", total=len(rows)) if progress is not None else None
     items, keep, skipped = [], [], []
@@ -254,121 +255,27 @@ def mixup(x: torch.Tensor, alpha: float, rng: np.random.Generator):
 
 
 def eval_windows(
-    clips: ClipSet, logmel: LogMel, hop_seconds: float
+    clips: ClipSet, logmel: LogMel, spec: WindowSpec
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windows covering every clip (``audio.window_starts``, hop ``hop_seconds``; a tail of at
-    least half a hop gets one more window aligned to the end), normalised.
+    """The windows ``spec`` cuts from every clip (as ``liser evaluate`` and ``liser predict`` cut
+    them), normalised.
 
     Returns features (W, n_mels, n_frames) float16 and clip_of (W,) int64: the clip of each window,
     whose outputs are averaged per clip at evaluation.
     """
     frontend = logmel.frontend
-    size, hop = frontend.window_samples, max(1, round(hop_seconds * frontend.sample_rate))
-    n_frames, frame_hop = frontend.n_frames, frontend.hop_samples
+    rate, n_frames, frame_hop = frontend.sample_rate, frontend.n_frames, frontend.hop_samples
     windows, clip_of = [], []
     for i, item in enumerate(clips.items):
         if clips.mode == "features":
-            n_samples = (item.shape[1] - 1) * frame_hop
-            for start in window_starts(n_samples, size, hop, hop // 2) or [0]:
+            for start in spec.starts((item.shape[1] - 1) * frame_hop, rate):
                 first = min(round(start / frame_hop), item.shape[1] - n_frames)
                 x = torch.from_numpy(item[:, first : first + n_frames].astype(np.float32))
                 windows.append(logmel.normalise(x[None])[0].half())
                 clip_of.append(i)
         else:
-            starts = window_starts(len(item), size, hop, hop // 2) or [0]
-            waves = np.stack([fit_window(item[s : s + size], size, frontend.pad) for s in starts])
+            waves, _ = spec.cut(item, rate)
             with torch.no_grad():
                 windows.extend(logmel(torch.from_numpy(waves)).half())
-            clip_of.extend([i] * len(starts))
+            clip_of.extend([i] * len(waves))
     return torch.stack(windows), torch.tensor(clip_of, dtype=torch.long)
-
-
-# --------------------------------------------------------------------------------------------
-# Unlabeled stream
-
-
-class UnlabeledStream:
-    """Windows with teacher soft labels from one or more soft-label stores.
-
-    Each epoch starts a fresh seeded shuffle of every store (``iter_batches(seed, epoch)``); each
-    step takes the next batch of a store drawn with probability proportional to its size, and a
-    store that runs out starts another shuffled pass. Only a store's read buffer is in memory.
-    The epoch's stream is a function of (seed, epoch) alone, so a resumed run continues exactly.
-
-    Batches: ``features`` (B, n_mels, n_frames), ``audio_probs`` (B, Ca), ``audio_mask`` (B,),
-    ``video_probs`` (B, Cv), ``video_mask`` (B,), and the teachers' calibration temperatures
-    ``audio_temperature`` / ``video_temperature`` (floats from the stores' headers, 1 if unset).
-    Stores of a ``normalize: global`` front end keep raw log-Mel; ``normalise`` (the student's
-    ``LogMel.normalise``, with its training statistics) is applied to their features.
-    """
-
-    def __init__(self, paths, frontend: FrontEndConfig, seed: int = 0, normalise=None):
-        from liser.store import StoreError, check_frontend, open_store
-
-        self.stores = [open_store(p) for p in paths]
-        self.seed = seed
-        self.normalise = normalise
-        for store in self.stores:
-            check_frontend(store, frontend)
-            if len(store) == 0:
-                raise StoreError(f"{store.path}: the store holds no windows")
-            if not store.features_normalized and normalise is None:
-                raise StoreError(f"{store.path}: raw log-Mel features need the student's normalise")
-        self.audio_classes = _agree(self.stores, "audio_classes")
-        self.video_classes = _agree(self.stores, "video_classes")
-        self.sizes = np.array([len(s) for s in self.stores], dtype=np.float64)
-
-    def __len__(self) -> int:
-        return int(self.sizes.sum())
-
-    def epoch(self, epoch: int, batch_size: int):
-        """Endless iterator of batches for one epoch (close it when the epoch ends)."""
-        rng = np.random.default_rng([self.seed, epoch, 17])
-        passes = [0] * len(self.stores)
-        iters = [self._open(i, epoch, 0, batch_size) for i in range(len(self.stores))]
-        try:
-            while True:
-                i = int(rng.choice(len(self.stores), p=self.sizes / self.sizes.sum()))
-                batch = next(iters[i], None)
-                if batch is None:
-                    passes[i] += 1
-                    iters[i] = self._open(i, epoch, passes[i], batch_size)
-                    batch = next(iters[i])
-                yield self._complete(self.stores[i], batch)
-        finally:
-            for it in iters:
-                it.close()
-
-    def _open(self, i: int, epoch: int, n_pass: int, batch_size: int):
-        return self.stores[i].iter_batches(
-            batch_size, shuffle=True, seed=self.seed + 1000003 * i, epoch=epoch * 1000 + n_pass
-        )
-
-    def _complete(self, store, batch: dict) -> dict:
-        """Give every batch both teachers' columns (zeros, masked, for a teacher a store lacks)
-        and features normalised as the student's."""
-        if not store.features_normalized:
-            batch["features"] = self.normalise(batch["features"].float())
-        n = batch["features"].shape[0]
-        for kind, classes in (("audio", self.audio_classes), ("video", self.video_classes)):
-            info = store.header["teachers"].get(kind)
-            if not info:
-                batch[f"{kind}_probs"] = torch.zeros(n, len(classes))
-                batch[f"{kind}_mask"] = torch.zeros(n, dtype=torch.bool)
-            batch[f"{kind}_temperature"] = float((info or {}).get("temperature") or 1.0)
-        return batch
-
-
-def _agree(stores, attribute: str) -> tuple[str, ...]:
-    """The class list all stores with that teacher share; StoreError when two stores differ."""
-    from liser.store import StoreError
-
-    found = {}
-    for store in stores:
-        classes = getattr(store, attribute)
-        if classes:
-            found.setdefault(classes, store.path)
-    if len(found) > 1:
-        listing = "; ".join(f"{path}: {list(c)}" for c, path in found.items())
-        raise StoreError(f"stores disagree on the {attribute.replace('_', ' ')}: {listing}")
-    return next(iter(found), ())

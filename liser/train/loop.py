@@ -20,8 +20,12 @@ from liser.devices import resolve_precision
 from liser.files import write_json
 
 from . import data as D
-from . import run as T
+from .distill import unlabeled_stream
+from .distributed import broadcast_floats, mean_over_processes, resolve_device, share
 from .losses import DistillationLoss, SupervisedLoss, class_weights
+from .optim import build_optimizer, weight_average
+from .scores import score_other_corpora
+from .state import STATE_JSON, STATE_TENSORS, check_same_run, diverged, find_state, save_state
 
 
 class Run:
@@ -32,7 +36,7 @@ class Run:
         self.out = Path(config.output_dir).expanduser()
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        self.device = T.resolve_device(config.device)
+        self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.console = Console(stderr=True, quiet=not (progress and rank == 0))
         self.progress = Progress(
@@ -80,30 +84,13 @@ class Run:
                 for x in train.items
             )  # fmt: skip
             self.logmel.fit_global_stats(raw)
+        self.spec = config.frontend.windows(data.eval_hop_seconds or None)  # as liser evaluate
         self.windows = {
-            name: D.eval_windows(self.sets[name], self.logmel, data.eval_hop_seconds)
+            name: D.eval_windows(self.sets[name], self.logmel, self.spec)
             for name in ("val", "test")
             if len(self.sets[name])
         }
-        self.stream, self.use = None, {"audio": False, "video": False}
-        distill = config.distill
-        if distill.stores:
-            if distill.teachers not in ("both", "audio", "video"):
-                raise ValueError(
-                    f"distill.teachers must be both|audio|video, got {distill.teachers!r}"
-                )
-            DistillationLoss(distill.loss, distill.weighting)  # unknown names fail here, not later
-            self.stream = D.UnlabeledStream(
-                distill.stores, config.frontend, config.seed, self.logmel.normalise
-            )
-            for kind in ("audio", "video"):
-                wanted = distill.teachers in ("both", kind)
-                have = bool(getattr(self.stream, f"{kind}_classes"))
-                if distill.teachers == kind and not have:
-                    raise ValueError(f"distill.teachers='{kind}' but no store has a {kind} teacher")
-                self.use[kind] = wanted and have and getattr(distill, f"{kind}_weight") > 0
-            if not any(self.use.values()):
-                raise ValueError("distill.stores are set but no teacher is used (weights 0?)")
+        self.stream, self.use = unlabeled_stream(config, self.logmel.normalise)
         self.skipped = [s for part in self.sets.values() for s in part.skipped]
 
     def build(self) -> None:
@@ -120,7 +107,7 @@ class Run:
         torch.manual_seed(config.seed)
         self.model = Student(student, config.frontend).to(self.device)
         self.net = self.model
-        self.ema = T.weight_average(self.model, config.optim.ema_decay)
+        self.ema = weight_average(self.model, config.optim.ema_decay)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -135,10 +122,6 @@ class Run:
         self.steps = max(1, n_train // self.global_batch)
         self.unlabeled_batch = max(1, round(self.batch * config.distill.unlabeled_ratio))
         two = config.distill.schedule == "two-stage" and self.stream is not None
-        if config.distill.schedule not in ("joint", "two-stage"):
-            raise ValueError(
-                f"distill.schedule must be joint or two-stage, got {config.distill.schedule!r}"
-            )
         self.stage1 = config.distill.stage1_epochs if two else 0
         self.total_epochs = self.stage1 + config.optim.epochs
 
@@ -151,7 +134,7 @@ class Run:
 
     def new_optimizer(self, epoch: int) -> None:
         epochs = self.stage1 if epoch < self.stage1 else self.config.optim.epochs
-        self.optimizer, self.scheduler = T.build_optimizer(
+        self.optimizer, self.scheduler = build_optimizer(
             self.model, self.config, epochs * self.steps
         )
 
@@ -168,6 +151,7 @@ class Run:
             "seed": self.config.seed,
             "epoch": epoch,
             "precision": self.precision,
+            "windows": dataclasses.asdict(self.spec),  # how validation and test cut clips
             "versions": {"liser": __version__, "torch": torch.__version__},
         }
         if self.config.frontend.normalize == "global":
@@ -184,7 +168,7 @@ class Run:
         self.new_optimizer(0)
         state = {"epoch": -1, "best_uar": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
                  "stopped": False, "seconds": 0.0}  # fmt: skip
-        saved = T.find_state(self.out)
+        saved = find_state(self.out)
         if saved is not None:
             state = self.resume(saved)
         self.console.print(
@@ -222,7 +206,7 @@ class Run:
         try:
             for step in range(self.steps):
                 span = slice(step * self.global_batch, (step + 1) * self.global_batch)
-                rows = T.share(self.global_batch, self.rank, self.world)
+                rows = share(self.global_batch, self.rank, self.world)
                 inputs, labeled = [], 0
                 if stage != "distill":
                     index = order[span][rows]
@@ -235,7 +219,7 @@ class Run:
                     mix = D.mixup(x, config.augment.mixup, np.random.default_rng(seed))
                 batch = next(unlabeled) if unlabeled is not None else None
                 if batch is not None:
-                    urows = T.share(batch["features"].shape[0], self.rank, self.world)
+                    urows = share(batch["features"].shape[0], self.rank, self.world)
                     batch = {k: v[urows] if torch.is_tensor(v) else v for k, v in batch.items()}
                     inputs.append(batch["features"])
                 x = torch.cat(inputs).to(self.device, non_blocking=True)
@@ -270,7 +254,7 @@ class Run:
                         loss = loss + getattr(config.distill, f"{kind}_weight") * term
                         sums[kind] += term.item()
                 if not torch.isfinite(loss):
-                    raise T.diverged(config, epoch, f"step {step + 1}: the loss is {loss.item()}")
+                    raise diverged(config, epoch, f"step {step + 1}: the loss is {loss.item()}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.optim.grad_clip > 0:
@@ -288,7 +272,7 @@ class Run:
                 unlabeled.close()
             self.progress.remove_task(task)
         keys = sorted(sums)
-        means = T.mean_over_processes([sums[k] / self.steps for k in keys], self.device, self.world)
+        means = mean_over_processes([sums[k] / self.steps for k in keys], self.device, self.world)
         result = dict(zip(keys, means, strict=True))
         result["lr"] = self.scheduler.get_last_lr()[0]
         return result
@@ -310,12 +294,12 @@ class Run:
     def end_epoch(self, epoch: int, state: dict, losses: dict, seconds: float) -> None:
         stage = self.stage(epoch)
         if broken := non_finite(self.model.state_dict()):
-            raise T.diverged(self.config, epoch, f"the weights hold NaN or Inf ({broken})")
+            raise diverged(self.config, epoch, f"the weights hold NaN or Inf ({broken})")
         val = {"uar": None, "war": None}  # no validation in stage 1 or without val clips
         has_val = "val" in self.windows and stage != "distill"
         if has_val:
             val = self.evaluate("val") if self.rank == 0 else {"uar": 0.0, "war": 0.0}
-            val["uar"], val["war"] = T.broadcast_floats(
+            val["uar"], val["war"] = broadcast_floats(
                 [val["uar"], val["war"]], self.device, self.world
             )
         improved = stage != "distill" and (not has_val or val["uar"] > state["best_uar"] + 1e-9)
@@ -343,7 +327,7 @@ class Run:
         if self.rank == 0:
             metrics = {"val_uar": val["uar"], "val_war": val["war"], "epoch": epoch + 1}
             if improved:
-                T.save_state(self.out, "best", self.scored, self.meta(epoch, metrics), None)
+                save_state(self.out, "best", self.scored, self.meta(epoch, metrics), None)
             tensors = {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -351,19 +335,19 @@ class Run:
             if self.ema is not None:
                 tensors["ema"] = self.ema.state_dict()
             payload = {**state, "config": to_dict(self.config)}
-            T.save_state(self.out, "last", self.model, self.meta(epoch, metrics), payload, tensors)
+            save_state(self.out, "last", self.model, self.meta(epoch, metrics), payload, tensors)
         if self.world > 1:
             dist.barrier()
 
     def resume(self, folder: Path) -> dict:
         from liser.checkpoint import load_checkpoint
 
-        state = json.loads((folder / T.STATE_JSON).read_text())
-        T.check_same_run(state.pop("config"), self.config, self.out)
+        state = json.loads((folder / STATE_JSON).read_text())
+        check_same_run(state.pop("config"), self.config, self.out)
         loaded, _ = load_checkpoint(folder)
         self.model.load_state_dict(loaded.state_dict())
         self.new_optimizer(state["epoch"])
-        tensors = torch.load(folder / T.STATE_TENSORS, map_location=self.device, weights_only=True)
+        tensors = torch.load(folder / STATE_TENSORS, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(tensors["optimizer"])
         self.scheduler.load_state_dict(tensors["scheduler"])
         if self.ema is not None:
@@ -393,12 +377,13 @@ class Run:
                 "stopped_early": state["stopped"],
                 "checkpoint": str(path),
                 "precision": self.precision,
+                "windows": dataclasses.asdict(self.spec),
                 "mode": self.mode,
                 "train_seconds": state.get("seconds", 0.0),
                 "seconds": seconds,
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 "history": state["history"],
-                "corpora": T.score_other_corpora(self.config, path, self.out / "corpora"),
+                "corpora": score_other_corpora(self.config, path, self.out / "corpora"),
                 "config": to_dict(self.config),
                 "seed": self.config.seed,
                 "versions": library_versions(),

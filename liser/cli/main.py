@@ -1,21 +1,22 @@
-"""The `liser` command: one typer command per stage, each a few lines calling the library."""
+"""The ``liser`` command: one typer command per stage, each a few lines calling the library;
+``liser manifest ...`` and ``liser teacher ...`` are the sub-apps of ``manifest.py`` and
+``teacher.py``. Each command imports its stage inside the function, so ``liser --help`` is fast."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
-import click
 import typer
+
+from .errors import errors
+from .manifest import app as manifest_app
+from .teacher import app as teacher_app
 
 app = typer.Typer(
     help="Train small speech-emotion students by distillation from audio and video teachers.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-manifest_app = typer.Typer(help="Build manifests (tables of clips) from corpora and folders.")
-teacher_app = typer.Typer(help="Fit, inspect and calibrate teachers.")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(teacher_app, name="teacher")
 
@@ -23,7 +24,7 @@ app.add_typer(teacher_app, name="teacher")
 @app.command()
 def version() -> None:
     """Print the liser version."""
-    from . import __version__
+    from liser import __version__
 
     typer.echo(__version__)
 
@@ -44,233 +45,10 @@ def demo_command(
 ) -> None:
     """The whole method on an embedded procedural audio-visual corpus, in minutes, no download:
     teachers label unlabeled videos; a distilled and a supervised student are compared."""
-    from .demo import run_demo
+    from liser.demo import run_demo
 
     with errors():
         run_demo(out, size, seed, video_teacher, face_detector, progress=not quiet)
-
-
-@contextlib.contextmanager
-def errors():
-    """Bad input (OSError, ValueError: every liser error is one) -> "error: ..." and exit code 2;
-    any other exception -> one line naming it and exit code 1 (the traceback with LISER_DEBUG=1);
-    Ctrl-C -> exit code 130. A command never shows a traceback for bad input."""
-    try:
-        yield
-    except (typer.Exit, typer.Abort, click.ClickException):
-        raise
-    except KeyboardInterrupt:
-        typer.echo("interrupted (long jobs resume when the same command is run again)", err=True)
-        raise typer.Exit(130) from None
-    except (OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-    except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
-        if os.environ.get("LISER_DEBUG"):
-            raise
-        typer.echo(
-            f"error: unexpected {type(error).__name__}: {error} (set LISER_DEBUG=1 for the "
-            "traceback, and please report it)",
-            err=True,
-        )
-        raise typer.Exit(1) from None
-
-
-# Each stage adds its commands below, importing its module inside the function so that
-# `liser --help` stays fast.
-
-
-_MANIFEST_OUT = typer.Option(
-    ..., "-o", "--output", help="Manifest to write: .parquet, .csv or .jsonl."
-)
-
-
-@manifest_app.command("ravdess")
-def manifest_ravdess(
-    root: Path = typer.Argument(
-        ..., help="RAVDESS folder (any layout, e.g. Actor_01 ... Actor_24)."
-    ),
-    output: Path = _MANIFEST_OUT,
-    modality: list[str] = typer.Option(
-        ["audio-only", "audio-visual", "video-only"], help="Modalities to keep (repeatable)."
-    ),
-    channel: list[str] = typer.Option(["speech", "song"], help="Vocal channels to keep."),
-    measure: bool = typer.Option(True, help="Read durations from file headers."),
-) -> None:
-    """RAVDESS clips from their names MM-VV-EE-II-SS-RR-AA (8 classes, speaker = actor)."""
-    from liser.manifest import ravdess_manifest, save_manifest
-
-    with errors():
-        typer.echo(
-            save_manifest(ravdess_manifest(root, tuple(modality), tuple(channel), measure), output)
-        )
-
-
-@manifest_app.command("cremad")
-def manifest_cremad(
-    source: Path = typer.Argument(
-        ..., help="CREMA-D folder, or a file list such as AudioWAV_filelist.txt."
-    ),
-    output: Path = _MANIFEST_OUT,
-    demographics: Path | None = typer.Option(None, help="VideoDemographics.csv (gender)."),
-    root: Path | None = typer.Option(None, help="Folder of the files of a file list."),
-    measure: bool = typer.Option(True, help="Read durations from file headers."),
-) -> None:
-    """CREMA-D clips from names ActorID_Sentence_Emotion_Level (6 classes, 91 speakers)."""
-    from liser.manifest import cremad_manifest, save_manifest
-
-    with errors():
-        typer.echo(save_manifest(cremad_manifest(source, demographics, root, measure), output))
-
-
-@manifest_app.command("folder")
-def manifest_folder(
-    root: Path = typer.Argument(..., help="Folder with one sub-folder per class."),
-    output: Path = _MANIFEST_OUT,
-    speaker_pattern: str | None = typer.Option(
-        None, help="Regex on the path below the class folder; group 1 is the speaker."
-    ),
-) -> None:
-    """Labeled clips from one sub-folder per class."""
-    from liser.manifest import folder_manifest, save_manifest
-
-    with errors():
-        typer.echo(save_manifest(folder_manifest(root, speaker_pattern), output))
-
-
-@manifest_app.command("emobox")
-def manifest_emobox(
-    jsonl: Path = typer.Argument(..., help="EmoBox metadata (data/<corpus>/*.jsonl)."),
-    output: Path = _MANIFEST_OUT,
-    root: Path | None = typer.Option(None, help="Folder the 'wav' paths are relative to."),
-) -> None:
-    """Import EmoBox metadata as a manifest."""
-    from liser.manifest import emobox_import, save_manifest
-
-    with errors():
-        typer.echo(save_manifest(emobox_import(jsonl, root), output))
-
-
-@manifest_app.command("emobox-export")
-def manifest_emobox_export(
-    manifest: Path = typer.Argument(..., help="Manifest (.parquet, .csv, .jsonl)."),
-    output: Path = typer.Option(..., "-o", "--output", help="EmoBox .jsonl to write."),
-    root: Path | None = typer.Option(None, help="Write paths relative to this folder."),
-) -> None:
-    """Export a manifest as EmoBox metadata."""
-    from liser.manifest import emobox_export, read_manifest
-
-    with errors():
-        typer.echo(emobox_export(read_manifest(manifest), output, root))
-
-
-@manifest_app.command("table")
-def manifest_table(
-    source: Path = typer.Argument(
-        ..., help="CSV, TSV or Parquet table of clips with a 'path' column."
-    ),
-    output: Path = _MANIFEST_OUT,
-    measure: bool = typer.Option(True, help="Read missing durations from file headers."),
-    corpus: str = typer.Option(
-        "", help="Corpus name for rows without one [default: the folder's]."
-    ),
-) -> None:
-    """Clips from any table: path (relative to the table or absolute), and optionally speaker,
-    label, start, duration, corpus, fold, id; other columns are kept."""
-    from liser.manifest import save_manifest, table_manifest
-
-    with errors():
-        typer.echo(save_manifest(table_manifest(source, measure, corpus), output))
-
-
-@manifest_app.command("videos")
-def manifest_videos(
-    root: Path = typer.Argument(..., help="Folder of videos / audio files (recursive)."),
-    output: Path = _MANIFEST_OUT,
-) -> None:
-    """Unlabeled media files, probed without decoding (duration, streams, fps, size)."""
-    from liser.manifest import save_manifest, videos_manifest
-
-    with errors():
-        typer.echo(save_manifest(videos_manifest(root), output))
-
-
-@teacher_app.command("check-video")
-def teacher_check_video(
-    files: list[Path] = typer.Argument(..., help="Images or videos to look at."),
-    video_teacher: str = typer.Option(..., help="FER model: .hdf5, .onnx, .pt, or folder."),
-    face_detector: str = typer.Option(..., help="Haar cascade .xml or BlazeFace .tflite."),
-    config: Path | None = typer.Option(None, help="YAML VideoTeacherConfig."),
-    overrides: list[str] = typer.Option([], "--set", help="Config override key=value."),
-    json_output: bool = typer.Option(False, "--json", help="Print JSON records, not a table."),
-) -> None:
-    """Per-face (images) or per-window (videos) FER probabilities and face boxes."""
-    import json
-
-    from rich.console import Console
-
-    from .config import VideoTeacherConfig, load_config
-    from .teachers.video import check_files, check_table, load_video_teacher
-
-    with errors():  # FERModelError, FaceDetectorError, ConfigError
-        teacher = load_video_teacher(
-            video_teacher, face_detector, load_config(VideoTeacherConfig, config, overrides)
-        )
-        records = check_files(teacher, files)
-    if json_output:
-        typer.echo(json.dumps(records, indent=1))
-    else:
-        Console().print(check_table(records, teacher.classes))
-    if any("error" in r for r in records):
-        raise typer.Exit(1)
-
-
-@teacher_app.command("fit-audio")
-def teacher_fit_audio(
-    config: Path | None = typer.Argument(None, help="YAML AudioTeacherConfig."),
-    overrides: list[str] = typer.Option([], "--set", help="Config override key=value."),
-    folds: str | None = typer.Option(
-        None,
-        help="Comma-separated test folds (e.g. 1,2,3,4,5,6): one teacher per fold in "
-        "OUTPUT_DIR/foldK and summary.json [default: data.fold only].",
-    ),
-    quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """Fit an audio teacher (LoRA + pooling head, or a head on a frozen encoder) on a fold."""
-    import json
-
-    from .config import AudioTeacherConfig, load_config
-    from .teachers.fit_audio import fit_audio_teacher, fit_audio_teacher_folds
-
-    with errors():
-        cfg = load_config(AudioTeacherConfig, config, overrides)
-        if folds:
-            fold_list = tuple(int(f) for f in folds.split(","))
-            typer.echo(json.dumps(fit_audio_teacher_folds(cfg, fold_list, not quiet), indent=1))
-        else:
-            typer.echo(fit_audio_teacher(cfg, progress=not quiet))
-
-
-@teacher_app.command("calibrate")
-def teacher_calibrate(
-    audio_teacher: str = typer.Option(..., help="Teacher SPEC (fitted folder, checkpoint, ...)."),
-    manifest: Path = typer.Option(..., help="Labeled manifest."),
-    output: Path = typer.Option(..., "-o", "--output", help="Report folder."),
-    fold: int | None = typer.Option(
-        None, help="Test fold whose SPLIT is used [default: all clips]."
-    ),
-    split: str = typer.Option("val", help="train | val | test (with --fold)."),
-    store: bool = typer.Option(True, help="Store the fitted temperature with the teacher."),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto."),
-) -> None:
-    """ECE, reliability diagrams, confidence-correctness correlation and temperature scaling."""
-    import json
-
-    from .teachers.calibration import calibrate_teacher
-
-    with errors():
-        report = calibrate_teacher(audio_teacher, manifest, output, fold, split, store, device)
-    typer.echo(json.dumps(report, indent=1))
 
 
 @app.command("label")
@@ -289,9 +67,8 @@ def label_command(
     """Cut files into 3 s windows and store both teachers' soft labels (resumable)."""
     import json
 
+    from liser.config import LabelConfig, load_config, replace
     from liser.label import label
-
-    from .config import LabelConfig, load_config, replace
 
     options = {"audio_teacher": audio_teacher, "video_teacher": video_teacher,
                "face_detector": face_detector, "engine": engine, "hop_seconds": hop_seconds}  # fmt: skip
@@ -313,9 +90,8 @@ def train_command(
 ) -> None:
     """Train a student on one fold (supervised, or distilled with distill.stores); the best
     checkpoint is tested. Run the same command again to resume an interrupted run."""
+    from liser.config import TrainConfig, load_config
     from liser.train import train
-
-    from .config import TrainConfig, load_config
 
     with errors():
         metrics = train(load_config(TrainConfig, config, overrides), progress=not quiet)
@@ -334,10 +110,9 @@ def cv_command(
     OUTPUT_DIR/cv.json and cv.md with mean ± std UAR and WAR."""
     from rich.console import Console
 
+    from liser.config import TrainConfig, load_config
     from liser.evaluate import summary_table
     from liser.train import cv
-
-    from .config import TrainConfig, load_config
 
     with errors():
         summary = cv(load_config(TrainConfig, config, overrides), progress=not quiet)
@@ -417,9 +192,8 @@ def predict_command(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Per-window and per-file class probabilities for files of any length."""
+    from liser.config import TrainConfig, load_config
     from liser.deploy import predict
-
-    from .config import TrainConfig, load_config
 
     with errors():
         frontend = load_config(TrainConfig, config).frontend if config else None
@@ -470,9 +244,8 @@ def experiment_command(
 
     from rich.console import Console
 
+    from liser.config import ExperimentConfig, load_config
     from liser.experiment import results_table, run_experiment
-
-    from .config import ExperimentConfig, load_config
 
     with errors():
         cfg = load_config(ExperimentConfig, config, overrides)
@@ -484,7 +257,3 @@ def experiment_command(
     typer.echo(str(Path(results["config"]["output_dir"]) / "results.md"))
     if results["failed"]:
         raise typer.Exit(1)
-
-
-if __name__ == "__main__":  # python -m liser.cli ..., as torchrun -m liser.cli train CONFIG runs it
-    app()
