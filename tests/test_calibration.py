@@ -12,6 +12,7 @@ from liser.teachers.calibration import (
     fit_temperature,
     reliability_bins,
     reliability_diagram,
+    reliability_figure,
 )
 
 PROBS = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.3, 0.7]])
@@ -57,12 +58,24 @@ def test_temperature_is_recovered():
     )
 
 
-def test_reliability_diagram_is_a_png(tmp_path):
+def test_reliability_diagram_draws_the_bins(tmp_path):
     import matplotlib.image
 
-    path = reliability_diagram(PROBS, LABELS, tmp_path / "r.png", "test")
+    fig = reliability_figure(PROBS, LABELS, "test", n_bins=10)
+    ax = fig.axes[0]
+    accuracy, share = ax.containers  # the two bar series, one bar a bin
+    bins = reliability_bins(PROBS, LABELS, n_bins=10)
+    assert [b.get_height() for b in accuracy] == pytest.approx(np.nan_to_num(bins["accuracy"]))
+    assert [b.get_height() for b in share] == pytest.approx(bins["count"] / 4)
+    # confidences 0.9, 0.6, 0.8, 0.7 in the right-closed bins 8, 5, 7 and 6: right, wrong, right,
+    # right; the other bins hold nothing
+    heights = [round(b.get_height(), 6) for b in accuracy]
+    assert heights == [0, 0, 0, 0, 0, 0.0, 1.0, 1.0, 1.0, 0]
+    assert ax.get_title() == "test  ECE 30.0 %"  # the hand-computed ECE of test_ece_by_hand
+    path = reliability_diagram(PROBS, LABELS, tmp_path / "r.png", "test", n_bins=10)
     image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[0] > 100 and not list(tmp_path.glob("*.tmp*"))
+    assert image.shape[:2] == (540, 540) and image[..., :3].std() > 0.05  # 4.5 in at 120 dpi, drawn
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_calibrate_stores_the_temperature_and_loading_applies_it(tmp_path):

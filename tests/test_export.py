@@ -123,5 +123,18 @@ def test_export_of_missing_checkpoint_is_a_clear_error(tmp_path):
     assert "nope" in result.output
 
 
-def test_export_leaves_torch_state_alone(exported):
-    assert torch.is_grad_enabled()
+def test_export_leaves_torch_state_and_the_checkpoint_alone(tmp_path):
+    import hashlib
+
+    checkpoint = student_checkpoint(tmp_path / "c", CLASSES, seed=3)
+
+    def state():
+        files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in checkpoint.iterdir()}
+        return torch.is_grad_enabled(), torch.get_num_threads(), torch.get_default_dtype(), files
+
+    before = state()
+    first = export_onnx(checkpoint, tmp_path / "a.onnx")
+    second = export_onnx(checkpoint, tmp_path / "b.onnx")
+    assert state() == before  # grad mode, threads, dtype, and the checkpoint's files unchanged
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()  # deterministic
+    assert first["max_abs_diff"] < 1e-4 and second["max_abs_diff"] < 1e-4

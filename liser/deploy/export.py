@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from liser.checkpoint import load_checkpoint, logmel_for
+from liser.files import atomic_write
 from liser.student import fuse_for_inference
 
 OPSET = 17
@@ -79,9 +80,7 @@ def export_onnx(
         if int8:
             final = Path(tmp) / "model.int8.onnx"
             _quantize(fp32_path, final)
-        tmp_out = output.with_name(output.name + ".tmp")
-        tmp_out.write_bytes(final.read_bytes())
-        tmp_out.replace(output)
+        atomic_write(output, final.read_bytes())
     summary = {"path": str(output), "bytes": output.stat().st_size, "opset": OPSET, "int8": int8}
     if check:
         with torch.no_grad():

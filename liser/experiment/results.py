@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from liser.files import atomic_write
+
 PAPER_SETTING = {
     "supervised": "supervised, 100 % labels",
     "distilled": "LiSER: 100 % labels + MSP-Face distillation, HuBERT + S2D teachers, MAE, "
@@ -102,9 +104,7 @@ def results_csv(results: dict, per_run: bool = False) -> str:
 
 
 def _write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
-    tmp.replace(path)
+    atomic_write(path, data)
 
 
 def write_results(out: Path, results: dict, plots: bool = True) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from liser.config import ExperimentTeacherConfig, TrainConfig, replace, to_dict
+from liser.files import write_json
 
 KINDS = ("student", "fit-audio", "spec")
 PREPARED = "prepared.json"
@@ -145,9 +146,7 @@ def prepare_teacher(
     info["label_summary"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
     info.update(pseudo_label_scores(store, df, classes))
     info["seconds"] = round(time.perf_counter() - started, 1)
-    tmp = done.with_name(f".{done.name}.tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(done)
+    write_json(done, info)
     return info
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from liser.constants import CREMAD_CODES
+from liser.files import atomic_write
 from liser.media import probe_media
 
 from .corpora import parse_cremad_name, parse_ravdess_name
@@ -146,8 +147,5 @@ def emobox_export(df: pd.DataFrame, jsonl: str | Path, root: str | Path | None =
         if row["start"]:
             record["start"] = float(row["start"])
         lines.append(json.dumps(record))
-    jsonl.parent.mkdir(parents=True, exist_ok=True)
-    tmp = jsonl.with_name(f".{jsonl.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, jsonl)
+    atomic_write(jsonl, "".join(line + "\n" for line in lines))
     return jsonl

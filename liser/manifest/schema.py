@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from liser.constants import CREMAD_CLASSES, RAVDESS_CLASSES
+from liser.files import atomic_write
 
 COLUMNS = ("id", "path", "start", "duration", "speaker", "label", "corpus")
 STRING_COLUMNS = ("id", "path", "speaker", "label", "corpus")
@@ -145,9 +146,8 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
         raise ManifestError(f"cannot write {path}: missing columns {missing}")
     df = normalize_manifest(df)
     df.attrs = {}  # the skipped-files report is not part of the table
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: str) -> None:
         if suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         elif suffix == ".csv":
@@ -156,10 +156,8 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
             with open(tmp, "w", encoding="utf-8") as f:
                 for record in df.to_dict(orient="records"):
                     f.write(json.dumps({k: json_value(v) for k, v in record.items()}) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write(path, write)
 
 
 def json_value(value):

@@ -14,7 +14,6 @@ holds the layout, the header and reading.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from liser.config import FrontEndConfig, from_dict, to_dict
+from liser.files import write_json
 
 SCHEMA_VERSION = 1
 HEADER = "store.json"
@@ -94,14 +94,7 @@ def read_header(store_dir: str | Path) -> dict:
 
 def write_header(store_dir: str | Path, header: dict) -> None:
     """Write store.json atomically (temp name, fsync, rename)."""
-    path = Path(store_dir) / HEADER
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{HEADER}.{os.getpid()}.tmp")
-    with open(tmp, "w") as file:
-        json.dump(header, file, indent=2)
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)
+    write_json(Path(store_dir) / HEADER, header, indent=2)
 
 
 def header_frontend(header: dict) -> FrontEndConfig:

@@ -20,6 +20,7 @@ from torch import nn
 
 from liser.config import AudioTeacherConfig, from_dict, to_dict
 from liser.devices import autocast_dtype
+from liser.files import atomic_write, write_json
 
 from .base import Teacher, TeacherError, quick_hash, read_calibration
 from .ct2 import is_ct2_folder
@@ -278,9 +279,8 @@ def save_fitted_teacher(
     folder.mkdir(parents=True, exist_ok=True)
 
     def save(tensors: dict, name: str) -> None:
-        tmp = folder / (name + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        tmp.replace(folder / name)
+        state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        atomic_write(folder / name, lambda tmp: save_file(state, tmp))
 
     save(teacher.head.state_dict(), "head.safetensors")
     adapter = lora_state(teacher.encoder)
@@ -298,9 +298,7 @@ def save_fitted_teacher(
         "config": to_dict(teacher.config),
         "metrics": metrics,
     }
-    tmp = folder / (TEACHER_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(folder / TEACHER_FILE)
+    write_json(folder / TEACHER_FILE, meta, indent=2)
     return folder
 
 

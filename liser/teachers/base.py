@@ -15,6 +15,7 @@ import torch
 
 from liser.constants import SAMPLE_RATE
 from liser.devices import autocast_dtype, precision_name
+from liser.files import write_json
 from liser.windows import Clip, WindowSpec
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,7 @@ def read_calibration(folder: Path, members: list[str] | None = None) -> float:
 
 def write_calibration(folder: Path, info: dict) -> Path:
     """Store a calibration (``temperature`` plus diagnostics) with a teacher folder, atomically."""
-    path = Path(folder) / CALIBRATION_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(path)
-    return path
+    return write_json(Path(folder) / CALIBRATION_FILE, info, indent=2)
 
 
 def quick_hash(paths: list[Path], chunk: int = 1 << 22) -> str:

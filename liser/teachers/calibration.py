@@ -9,13 +9,15 @@ the fitted temperature with the teacher (``calibration.json``), where every late
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from liser.files import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
@@ -86,48 +88,37 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
-def reliability_diagram(
-    probs: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "", n_bins: int = 15
-) -> Path:
-    """A reliability diagram (accuracy against confidence per bin, with the bins' share of
-    samples) as a PNG, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def reliability_figure(probs: np.ndarray, labels: np.ndarray, title: str = "", n_bins: int = 15):
+    """A reliability diagram as a matplotlib ``Figure`` (no pyplot, no global state): per bin of
+    confidence, the accuracy (first bars) and the share of samples (second bars), the diagonal of
+    perfect calibration, and the ECE in the title."""
+    from matplotlib.figure import Figure
 
     bins = reliability_bins(probs, labels, n_bins)
     centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
     width = 1.0 / n_bins
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    ax.bar(
-        centres,
-        np.nan_to_num(bins["accuracy"]),
-        width=width * 0.9,
-        color="tab:blue",
-        label="accuracy",
-    )
-    ax.bar(
-        centres,
-        bins["count"] / max(1, bins["count"].sum()),
-        width=width * 0.4,
-        color="tab:gray",
-        alpha=0.6,
-        label="share of samples",
-    )
+    fig = Figure(figsize=(4.5, 4.5), dpi=120)
+    ax = fig.add_subplot()
+    ax.bar(centres, np.nan_to_num(bins["accuracy"]), width=width * 0.9, color="tab:blue",
+           label="accuracy")  # fmt: skip
+    ax.bar(centres, bins["count"] / max(1, bins["count"].sum()), width=width * 0.4,
+           color="tab:gray", alpha=0.6, label="share of samples")  # fmt: skip
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ece = expected_calibration_error(probs, labels, n_bins)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy")
     ax.set_title(f"{title}  ECE {100 * ece:.1f} %".strip(), fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return fig
+
+
+def reliability_diagram(
+    probs: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "", n_bins: int = 15
+) -> Path:
+    """``reliability_figure`` as a PNG, written atomically."""
+    buffer = io.BytesIO()
+    reliability_figure(probs, labels, title, n_bins).savefig(buffer, format="png")
+    return atomic_write(path, buffer.getvalue())
 
 
 def calibrate_teacher(
@@ -223,9 +214,7 @@ def calibrate_teacher(
         if len(specs) > 1:
             info["members"] = [str(f) for f in folders]
         report["stored"] = str(write_calibration(folder, info))
-    tmp = out / "calibration.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "calibration.json")
+    write_json(out / "calibration.json", report, indent=2)
     return report
 
 
