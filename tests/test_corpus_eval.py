@@ -9,6 +9,7 @@ from liser.cli import app
 from liser.config import TrainConfig, from_dict
 from liser.evaluate import (
     FOUR_CLASSES,
+    ClassRules,
     class_scoring,
     classification_metrics,
     evaluate_checkpoint,
@@ -87,8 +88,10 @@ def test_evaluate_corpora_writes_one_table(two_corpora, tmp_path):
     checkpoint = student_checkpoint(tmp_path / "c", ("class0", "class1", "class2"))
     with pytest.raises(ValueError, match=r"labels \['other'\] are not among"):
         evaluate_corpora(checkpoint, [two_corpora], tmp_path / "e", progress=False)
-    result = evaluate_corpora(checkpoint, [two_corpora], tmp_path / "e", progress=False,
-                              mapping={"other": None})  # fmt: skip
+    rules = ClassRules(mapping={"other": None})
+    result = evaluate_corpora(
+        checkpoint, [two_corpora], tmp_path / "e", rules=rules, progress=False
+    )
     rows = {r["corpus"]: r for r in result["corpora"]}
     assert set(rows) == {"a", "b"}
     assert rows["a"]["classes"] == ["class0", "class1", "class2"] and rows["a"]["n"] == 6

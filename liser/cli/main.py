@@ -145,7 +145,9 @@ def evaluate_command(
     or one table over several (OUTPUT/corpora.md, .csv, .json, .png) with their mean."""
     from rich.console import Console
 
+    from liser.deploy import ScoringOptions
     from liser.evaluate import (
+        ClassRules,
         corpus_parts,
         evaluate_checkpoint,
         evaluate_corpora,
@@ -157,15 +159,14 @@ def evaluate_command(
         wanted = (
             tuple(c.strip().lower() for c in classes.split(",") if c.strip()) if classes else None
         )
-        rules = dict(classes=wanted, mapping=parse_mapping(map), restrict=restrict)
-        options = dict(window_seconds=window, hop_seconds=hop, batch_size=batch_size, device=device)
+        rules = ClassRules(wanted, parse_mapping(map), restrict)
+        options = ScoringOptions(window, hop, batch_size, device)
         if len(corpus_parts(manifests, by_corpus)) == 1:
-            metrics = evaluate_checkpoint(checkpoint, manifests[0], output, **options, **rules)
+            metrics = evaluate_checkpoint(checkpoint, manifests[0], output, options, rules)
             Console().print(metrics_table(metrics, title=f"{checkpoint} on {manifests[0].name}"))
             typer.echo(metrics["rules"])
             return
-        result = evaluate_corpora(checkpoint, manifests, output, **options, **rules,
-                                  by_corpus=by_corpus)  # fmt: skip
+        result = evaluate_corpora(checkpoint, manifests, output, options, rules, by_corpus)
     for row in result["corpora"]:
         typer.echo(f"{row['corpus']}: UAR {100 * row['uar']:.2f} %  WAR {100 * row['war']:.2f} %  "
                    f"n {row['n']}  ({row['rules']})")  # fmt: skip
@@ -193,12 +194,12 @@ def predict_command(
 ) -> None:
     """Per-window and per-file class probabilities for files of any length."""
     from liser.config import TrainConfig, load_config
-    from liser.deploy import predict
+    from liser.deploy import ScoringOptions, predict
 
     with errors():
         frontend = load_config(TrainConfig, config).frontend if config else None
-        results = predict(checkpoint, paths, output, format, window, hop, batch_size, device,
-                          frontend, progress=not quiet)  # fmt: skip
+        options = ScoringOptions(window, hop, batch_size, device)
+        results = predict(checkpoint, paths, output, format, options, frontend, not quiet)
     if not any("error" not in r for r in results):
         raise typer.Exit(1)
 

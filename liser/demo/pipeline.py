@@ -221,6 +221,7 @@ def run_demo(
     fits on rendered faces; face_detector: a Haar .xml or BlazeFace .tflite (default: OpenCV's
     Haar cascade).
     """
+    from liser.deploy import ScoringOptions
     from liser.evaluate import evaluate_checkpoint
     from liser.label import label
     from liser.train import train
@@ -284,7 +285,11 @@ def run_demo(
     for name, metrics in runs.items():
         folder = _copy_checkpoint(Path(metrics["checkpoint"]), out / "students" / name)
         evaluations[name] = evaluate_checkpoint(
-            folder, test_csv, out / "students" / name / "eval-test", device="cpu", progress=progress
+            folder,
+            test_csv,
+            out / "students" / name / "eval-test",
+            ScoringOptions(device="cpu"),
+            progress=progress,
         )
     stages.stop()
     results = {

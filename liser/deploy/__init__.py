@@ -3,6 +3,7 @@
 from .export import export_onnx, onnx_metadata, onnx_session, run_onnx
 from .predictor import (
     FrontEndMismatch,
+    ScoringOptions,
     check_windows,
     format_predictions,
     iter_windows,
@@ -12,6 +13,7 @@ from .predictor import (
 )
 
 __all__ = [
+    "ScoringOptions",
     "check_windows",
     "FrontEndMismatch",
     "export_onnx",

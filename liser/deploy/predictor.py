@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,16 @@ FORMATS = ("json", "jsonl", "csv")
 MIN_SECONDS = 0.1  # shorter files are reported as too short (as audio.load_audio does)
 MIN_HOP_SECONDS = 0.01  # finer hops only multiply the windows of a file
 MAX_WINDOW_SECONDS = 60.0  # longer windows are far from what a student was trained on
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How a model is run on files (``liser predict``, ``liser evaluate``)."""
+
+    window_seconds: float | None = None  # None: the front end's window
+    hop_seconds: float | None = None  # None: the front end's (constants.WINDOW_HOP_SECONDS)
+    batch_size: int = 32  # windows per forward pass
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1"
 
 
 class FrontEndMismatch(ValueError):
@@ -344,10 +355,7 @@ def predict(
     paths: Iterable[str | os.PathLike],
     output: str | os.PathLike | None = None,
     format: str | None = None,
-    window_seconds: float | None = None,
-    hop_seconds: float | None = None,
-    batch_size: int = 32,
-    device: str = "auto",
+    options: ScoringOptions = ScoringOptions(),
     frontend: FrontEndConfig | None = None,
     progress: bool = True,
 ) -> list[dict]:
@@ -361,7 +369,8 @@ def predict(
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     paths = list(paths)
-    predictor = load(checkpoint, device, window_seconds, hop_seconds, batch_size, frontend)
+    o = options
+    predictor = load(checkpoint, o.device, o.window_seconds, o.hop_seconds, o.batch_size, frontend)
     results = predictor.predict_files(paths, progress=progress)
     text = format_predictions(results, format, predictor.classes)
     if output is None:

@@ -11,9 +11,10 @@ from .metrics import (
     write_confusion,
     write_report,
 )
-from .taxonomy import FOUR_CLASSES, class_scoring, parse_mapping, scored_label
+from .taxonomy import FOUR_CLASSES, ClassRules, class_scoring, parse_mapping, scored_label
 
 __all__ = [
+    "ClassRules",
     "FOUR_CLASSES",
     "class_scoring",
     "classification_metrics",

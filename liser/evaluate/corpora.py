@@ -11,55 +11,53 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from liser.deploy import ScoringOptions
 from liser.files import atomic_write, write_json
 
 from .metrics import classification_metrics, write_report
-from .taxonomy import class_scoring, scored_label
+from .taxonomy import ClassRules, class_scoring, scored_label
 
 
-def load_scorer(checkpoint, device="auto", window_seconds=None, hop_seconds=None, batch_size=32):
+def load_scorer(checkpoint, options: ScoringOptions = ScoringOptions()):
     """What ``liser evaluate`` scores: a student checkpoint (``deploy.Predictor``) or an
     audio-teacher folder (``teachers.TeacherPredictor``), both with ``classes``, ``frontend``,
     ``window_seconds``, ``hop_seconds``, ``precision`` and ``predict(wave)``."""
     from liser.config import FrontEndConfig
     from liser.deploy import check_windows, load
 
+    o = options
     if (Path(checkpoint) / "teacher.json").is_file():
         from liser.teachers import load_teacher_predictor
 
-        window = FrontEndConfig().window_seconds if window_seconds is None else window_seconds
-        check_windows(window, window / 2 if hop_seconds is None else hop_seconds, FrontEndConfig())
-        return load_teacher_predictor(
-            str(checkpoint), str(device), window_seconds, hop_seconds, batch_size
-        )
-    return load(checkpoint, device, window_seconds, hop_seconds, batch_size)
+        default = FrontEndConfig().windows()
+        window = default.window_seconds if o.window_seconds is None else o.window_seconds
+        check_windows(window, default.hop_seconds if o.hop_seconds is None else o.hop_seconds,
+                      FrontEndConfig())  # fmt: skip
+        return load_teacher_predictor(str(checkpoint), str(o.device), o.window_seconds,
+                                      o.hop_seconds, o.batch_size)  # fmt: skip
+    return load(checkpoint, o.device, o.window_seconds, o.hop_seconds, o.batch_size)
 
 
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     manifest,
     out_dir: str | os.PathLike | None = None,
-    window_seconds: float | None = None,
-    hop_seconds: float | None = None,
-    batch_size: int = 32,
-    device: str = "auto",
+    options: ScoringOptions = ScoringOptions(),
+    rules: ClassRules = ClassRules(),
     progress: bool = True,
-    classes: Sequence[str] | None = None,
-    mapping: dict | None = None,
-    restrict: bool = True,
 ) -> dict:
     """``liser evaluate`` on one manifest (path or DataFrame); clip probabilities = mean over
-    windows as in ``predict``. Classes: see ``taxonomy`` (``classes``, ``mapping``, ``restrict``);
-    without them every label must be one of the checkpoint's classes.
+    windows as in ``predict``. Classes: ``rules`` (see ``taxonomy``); by default every label must
+    be one of the checkpoint's classes.
 
     Writes to ``out_dir`` (default: ``<checkpoint folder>/eval-<manifest name>``): metrics.json,
     confusion.csv, confusion.png and predictions.csv. Clips that cannot be read are listed in
     metrics["skipped"] and left out of the scores. Returns the metrics.
     """
-    predictor = load_scorer(checkpoint, device, window_seconds, hop_seconds, batch_size)
+    predictor = load_scorer(checkpoint, options)
     name, df = _named(manifest)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / f"eval-{name}"
-    metrics = score_manifest(predictor, df, name, classes, mapping, restrict, progress)
+    metrics = score_manifest(predictor, df, name, rules, progress)
     metrics["checkpoint"] = str(checkpoint)
     write_report(metrics, out, rows=metrics.pop("_rows"), probs=metrics.pop("_probs"))
     return metrics
@@ -69,26 +67,21 @@ def evaluate_corpora(
     checkpoint: str | os.PathLike,
     manifests: Sequence,
     out_dir: str | os.PathLike | None = None,
-    window_seconds: float | None = None,
-    hop_seconds: float | None = None,
-    batch_size: int = 32,
-    device: str = "auto",
-    progress: bool = True,
-    classes: Sequence[str] | None = None,
-    mapping: dict | None = None,
-    restrict: bool = True,
+    options: ScoringOptions = ScoringOptions(),
+    rules: ClassRules = ClassRules(),
     by_corpus: bool = True,
+    progress: bool = True,
 ) -> dict:
     """Score a checkpoint on several manifests, each split by its ``corpus`` column when it holds
     several (``by_corpus``). Writes ``OUT/<corpus>/`` (as ``evaluate_checkpoint``) and
     ``OUT/corpora.{json,md,csv,png}``: UAR, WAR, macro-F1, n and classes per corpus, and their
-    mean. Returns {"corpora": [...rows], "mean": {...}, "checkpoint", "rules"}."""
-    predictor = load_scorer(checkpoint, device, window_seconds, hop_seconds, batch_size)
+    mean. Returns {"corpora": [...rows], "mean": {...}, "checkpoint", ...}."""
+    predictor = load_scorer(checkpoint, options)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / "eval-corpora"
     parts = corpus_parts(manifests, by_corpus)
     rows = []
     for name, df in parts:
-        metrics = score_manifest(predictor, df, name, classes, mapping, restrict, progress)
+        metrics = score_manifest(predictor, df, name, rules, progress)
         metrics["checkpoint"] = str(checkpoint)
         write_report(metrics, out / name, rows=metrics.pop("_rows"), probs=metrics.pop("_probs"))
         rows.append({"corpus": name, "uar": metrics["uar"], "war": metrics["war"],
@@ -122,8 +115,8 @@ def corpus_parts(manifests: Sequence, by_corpus: bool = True) -> list[tuple[str,
     return parts
 
 
-def score_manifest(predictor, df: pd.DataFrame, name: str, classes=None, mapping=None,
-                   restrict: bool = True, progress: bool = True) -> dict:  # fmt: skip
+def score_manifest(predictor, df: pd.DataFrame, name: str, rules: ClassRules = ClassRules(),
+                   progress: bool = True) -> dict:  # fmt: skip
     """Metrics of ``predictor`` on the labeled rows of ``df`` (plus "_rows", "_probs" for the
     report's predictions.csv)."""
     from rich.console import Console
@@ -137,13 +130,14 @@ def score_manifest(predictor, df: pd.DataFrame, name: str, classes=None, mapping
         raise ValueError(f"{name}: no labeled clips to evaluate")
     model_classes = list(predictor.classes)
     unknown = sorted({str(x) for x in df["label"]} - set(model_classes))
-    if unknown and not (classes or mapping):
+    if unknown and not (rules.classes or rules.mapping):
         raise ValueError(
             f"{name}: labels {unknown} are not among the checkpoint's classes {model_classes}; "
             "score the shared classes with --classes (e.g. angry,happy,neutral,sad) or map "
             "them with --map (e.g. calm=neutral, boredom= to drop)"
         )
-    scoring = class_scoring(model_classes, df["label"].astype(str), mapping, classes, restrict)
+    scoring = class_scoring(model_classes, df["label"].astype(str), rules.mapping, rules.classes,
+                            rules.restrict)  # fmt: skip
     df = df[[scored_label(scoring, str(x)) is not None for x in df["label"]]]
     rows, probs, skipped = [], [], []
     rate = predictor.frontend.sample_rate

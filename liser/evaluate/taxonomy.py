@@ -21,6 +21,16 @@ import numpy as np
 FOUR_CLASSES = ("angry", "happy", "neutral", "sad")  # EmoBox's cross-corpus protocol
 
 
+@dataclass(frozen=True)
+class ClassRules:
+    """How a corpus's classes are scored: ``classes`` (None: each corpus's own), ``mapping``
+    (``parse_mapping``) and whether the argmax is restricted to the scored classes."""
+
+    classes: tuple[str, ...] | None = None
+    mapping: dict = field(default_factory=dict)
+    restrict: bool = True
+
+
 def parse_mapping(items: Iterable[str] | dict | None) -> dict[str, str | None]:
     """``["calm=neutral", "boredom="]`` (or a dict) -> {"calm": "neutral", "boredom": None}."""
     if not items:

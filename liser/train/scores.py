@@ -15,11 +15,12 @@ def score_other_corpora(config: TrainConfig, checkpoint: Path, out: Path) -> dic
     data = config.data
     if not data.eval_manifests:
         return None
-    from liser.evaluate import evaluate_corpora, parse_mapping
+    from liser.deploy import ScoringOptions
+    from liser.evaluate import ClassRules, evaluate_corpora, parse_mapping
 
-    result = evaluate_corpora(checkpoint, list(data.eval_manifests), out, device="cpu",
-                              progress=False, classes=data.eval_classes or None,
-                              mapping=parse_mapping(data.eval_map))  # fmt: skip
+    rules = ClassRules(data.eval_classes or None, parse_mapping(data.eval_map))
+    result = evaluate_corpora(checkpoint, list(data.eval_manifests), out,
+                              ScoringOptions(device="cpu"), rules, progress=False)  # fmt: skip
     keys = ("uar", "war", "macro_f1", "n", "rules")
     return {"corpora": {r["corpus"]: {k: r[k] for k in keys} for r in result["corpora"]},
             "mean": result["mean"]}  # fmt: skip
