@@ -150,3 +150,26 @@ def test_training_scores_other_corpora_and_cv_summarises_them(two_corpora, tmp_p
     assert summary["corpora"]["mean"]["uar"]["mean"] == pytest.approx(
         np.mean([f["corpora"]["mean"]["uar"] for f in folds])
     )
+
+
+def test_experiment_tables_show_the_other_corpora(two_corpora, tmp_path):
+    from liser.config import ExperimentConfig
+    from liser.experiment import run_experiment
+
+    df = emotion_tones(
+        tmp_path / "wav", n_speakers=4, clips_per_class=2, n_classes=3, distractors=0
+    )
+    manifest = write_manifest(df, tmp_path / "m.csv")
+    base = tiny_train_config(manifest, tmp_path / "unused", **{"optim.epochs": 1,
+                             "data.eval_manifests": [str(two_corpora)], "data.eval_map": ["other="]})  # fmt: skip
+    config = from_dict(ExperimentConfig, {"name": "cc", "output_dir": str(tmp_path / "exp"), "base": base,
+                                          "folds": [1], "rows": [{"name": "a"}, {"name": "b", "seed": 1}]})  # fmt: skip
+    results = run_experiment(config, progress=False)
+    run = {r["row"]: r for r in results["runs"]}
+    assert set(run["a"]["corpora"]) == {"a", "b"}
+    row = {r["name"]: r for r in results["rows"]}["a"]
+    assert row["corpora"]["b"]["mean"] == pytest.approx(run["a"]["corpora"]["b"])
+    text = (tmp_path / "exp" / "results.md").read_text()
+    assert (
+        "Other corpora (`data.eval_manifests`), UAR %" in text and "| row | a | b | mean |" in text
+    )

@@ -315,7 +315,8 @@ def _run_record(
             "war": test["war"], "macro_f1": test["macro_f1"], "best_epoch": metrics.get("best_epoch"),
             "epochs": metrics.get("epochs"), "train_seconds": metrics.get("train_seconds"),
             "teacher_uar": info.get("teacher_uar"), "pseudo_uar": info.get("pseudo_uar"),
-            "teacher_seconds": info.get("seconds"), "ran": ran, "run_dir": str(run_dir)}  # fmt: skip
+            "teacher_seconds": info.get("seconds"), "ran": ran, "run_dir": str(run_dir),
+            "corpora": {name: c["uar"] for name, c in ((metrics.get("corpora") or {}).get("corpora") or {}).items()}}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,6 +349,8 @@ def summarize(config: ExperimentConfig, rows: list[Row], runs: list[dict], faile
             "paper_uar": None if paper is None else paper / 100, "paper_setting": row.paper,
             "train_minutes": round(sum(r["train_seconds"] or 0 for r in mine) / 60, 2),
             "teacher_minutes": round(sum(r["teacher_seconds"] or 0 for r in mine) / 60, 2),
+            "corpora": {name: _stats(r.get("corpora", {}).get(name) for r in mine)
+                        for name in sorted({n for r in mine for n in r.get("corpora", {})})},
         })  # fmt: skip
     versions = library_versions()
     for module in ("pandas", "pyarrow", "matplotlib", "transformers"):

@@ -43,6 +43,15 @@ def results_markdown(results: dict) -> str:
         lines.append(f"| {r['name']} | {r['n_runs']} | {_pct(r['uar'])} | {_pct(r['war'])} | "
                      f"{_pct(r['macro_f1'])} | {paper} | {_pct(r['teacher_uar'])} | "
                      f"{_pct(r['pseudo_uar'])} | {r['train_minutes']:.1f} |")  # fmt: skip
+    names = sorted({n for r in results["rows"] for n in r.get("corpora", {})})
+    if names:  # data.eval_manifests: other corpora scored with each run's best checkpoint
+        lines += ["", "Other corpora (`data.eval_manifests`), UAR %:", "",
+                  "| row | " + " | ".join(names) + " | mean |", "|---" * (len(names) + 2) + "|"]  # fmt: skip
+        for r in results["rows"]:
+            cells = [_pct(r["corpora"].get(n)) for n in names]
+            means = [r["corpora"][n]["mean"] for n in names if r["corpora"].get(n)]
+            mean = f"{100 * np.mean(means):.2f}" if len(means) == len(names) else ""
+            lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {mean} |")
     folds = results["folds"]
     lines += ["", "Test UAR % per fold (mean over seeds):", "",
               "| row | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---" * (len(folds) + 1) + "|"]  # fmt: skip
