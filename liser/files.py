@@ -14,8 +14,13 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[str], No
     a hidden temporary file beside ``path``, fsync it, then rename it over ``path``. Readers see
     the old file or the new one, never a part; the temporary file is removed on failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write {path} ({error.strerror})") from None
     try:
         if callable(data):
             os.close(fd)

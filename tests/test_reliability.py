@@ -490,3 +490,29 @@ def test_the_cli_runs_as_a_module_as_torchrun_starts_it():
         run = subprocess.run([sys.executable, "-m", module, "version"], capture_output=True,
                              text=True, timeout=120)  # fmt: skip
         assert run.returncode == 0 and run.stdout.strip() == __version__, run.stderr
+
+
+def test_outputs_that_cannot_be_written_and_a_missing_engine_are_clear_errors(
+    checkpoint, wav, tmp_path
+):
+    (tmp_path / "out").mkdir()
+    for args in (
+        ["export", checkpoint, "-o", tmp_path / "out"],
+        ["predict", checkpoint, wav, "-o", tmp_path / "out"],
+    ):
+        code, output = run_cli(*args)
+        assert code == 2 and f"{tmp_path / 'out'} is a folder; give the path of a file" in output
+    (tmp_path / "file").write_text("x")
+    code, output = run_cli(
+        "predict", checkpoint, wav, "--quiet", "-o", tmp_path / "file" / "p.json"
+    )
+    assert (
+        code == 2
+        and f"cannot write {tmp_path / 'file' / 'p.json'}" in output
+        and ".tmp" not in output
+    )
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        code, output = run_cli("label", wav, "-o", tmp_path / "s", "--engine", "ray", "--quiet")
+        assert code == 2 and "pip install 'liser[ray]'" in output

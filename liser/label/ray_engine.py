@@ -148,7 +148,12 @@ class AudioWorker:
 
 def label_clips_ray(job) -> None:
     """Label ``job.todo`` with Ray Data; the driver writes shards and keeps the books."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(
+            "engine 'ray' needs Ray: pip install 'liser[ray]' (or label with --engine local)"
+        ) from None
 
     config = job.config
     if not ray.is_initialized():
