@@ -58,6 +58,10 @@ def coerce_value(hint, value, where: str, build: Callable):
             coerce_value(t, v, f"{where}[{i}]", build)
             for i, (t, v) in enumerate(zip(types, value, strict=True))
         )
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{where}' must be a mapping, got {value!r}")
+        return value
     if hint in (int, float):
         return _number(hint, value, where)
     if hint in (bool, str) and not isinstance(value, hint):

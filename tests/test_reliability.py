@@ -516,3 +516,12 @@ def test_outputs_that_cannot_be_written_and_a_missing_engine_are_clear_errors(
     except ImportError:
         code, output = run_cli("label", wav, "-o", tmp_path / "s", "--engine", "ray", "--quiet")
         assert code == 2 and "pip install 'liser[ray]'" in output
+
+
+def test_mapping_fields_must_be_mappings():
+    from liser.config import ExperimentConfig
+
+    for data, key in (({"grid": 5}, "'grid'"), ({"rows": [5]}, r"'rows\[0\]'"),
+                      ({"teacher": {"student": [1]}}, "'teacher.student'")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"{key} must be a mapping"):
+            from_dict(ExperimentConfig, data)
