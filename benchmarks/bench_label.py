@@ -35,8 +35,9 @@ import numpy as np
 import torch
 
 from liser.config import LabelConfig, VideoTeacherConfig
-from liser.label import FrameWindows, WindowCutter, audio_chunks, features_bytes, label, list_clips
+from liser.label import FrameWindows, audio_chunks, features_bytes, label, list_clips
 from liser.testing import TinyAudioTeacher, TinyVideoTeacher, face_video, shared_dir, tone
+from liser.windows import WindowCutter, WindowSpec
 
 
 def make_corpus(folder: Path, videos: int, seconds: float) -> Path:
@@ -58,7 +59,8 @@ def decode_only(folder: Path, config: LabelConfig, with_features: bool) -> int:
         logmel = LogMel(config.frontend).eval()
     fe, n = config.frontend, 0
     for clip in list_clips(folder):
-        cutter = WindowCutter(fe.window_samples, round(config.hop_seconds * fe.sample_rate), 16000)
+        spec = WindowSpec(fe.window_seconds, config.hop_seconds, 1.0, 1.0, fe.pad)  # as liser label
+        cutter = WindowCutter(spec, fe.sample_rate)
         frames = FrameWindows(clip.path, config.video.frame_rate, 0.0, None)
         chunks = list(audio_chunks(clip, fe.sample_rate, config.chunk_seconds))
         windows = [w for chunk in chunks for w in cutter.feed(chunk)] + cutter.finish()
