@@ -56,15 +56,14 @@ class FrontEndConfig(_Checked):
         return self.window_samples // self.hop_samples + 1
 
     def windows(self, hop_seconds: float | None = None, window_seconds: float | None = None):
-        """The ``windows.WindowSpec`` that covers a clip at evaluation and prediction: this front
-        end's window and padding, a hop of ``constants.WINDOW_HOP_SECONDS`` unless given."""
+        """The ``windows.WindowSpec`` of evaluation and prediction: this front end's window and
+        padding; a hop of ``constants.WINDOW_HOP_SECONDS`` unless given."""
         from .constants import WINDOW_HOP_SECONDS
         from .windows import WindowSpec
 
+        window = self.window_seconds if window_seconds is None else window_seconds
         return WindowSpec(
-            self.window_seconds if window_seconds is None else window_seconds,
-            WINDOW_HOP_SECONDS if hop_seconds is None else hop_seconds,
-            pad=self.pad,
+            window, WINDOW_HOP_SECONDS if hop_seconds is None else hop_seconds, pad=self.pad
         )
 
 
@@ -72,8 +71,8 @@ class FrontEndConfig(_Checked):
 class StudentConfig(_Checked):
     """CNN-LSTM student. Class counts are filled in from the data at training time."""
 
-    # Defaults: ~94 k parameters, ~19 M MACs per 3 s window, ~2-3 ms per window on 1 CPU thread
-    # (benchmarks/bench_student.py). (16, 32, 64, 128) with lstm_hidden=128 is ~370 k / 74 M / ~6 ms.
+    # Defaults: ~94 k parameters, ~19 M MACs and ~2-3 ms per 3 s window on 1 CPU thread; (16, 32,
+    # 64, 128) with lstm_hidden=128: ~370 k / 74 M / ~6 ms (benchmarks/bench_student.py).
     conv_channels: tuple[int, ...] = (8, 16, 32, 64)  # one conv block (3x3, BN, ReLU, pool) each
     pool: tuple[int, int] = (2, 2)  # (freq, time) max-pool after each block
     lstm_hidden: int = 64
@@ -137,7 +136,7 @@ class AugmentConfig(_Checked):
     noise_snr_db: float = 0.0  # additive white noise at this SNR with p=0.5; 0 = off
     mixup: float = 0.0  # mixup alpha on labeled batches; 0 = off
     mel_warp: float = 0.0  # vocal-tract-length perturbation: frequencies x U(1-w, 1+w); 0 = off
-    # Channel robustness (liser/augment.py); each needs waveform mode (no feature cache):
+    # Channel robustness (train/augment.py), each in waveform mode (no feature cache):
     noise_dir: str = ""  # real background recordings (folder or clip table); "" = off
     noise_prob: float = 0.5  # share of examples that get background noise
     noise_snr_range: tuple[float, float] = (5.0, 20.0)  # dB, uniform
@@ -146,6 +145,8 @@ class AugmentConfig(_Checked):
     codec_bitrate: int = 16000  # bit/s (online video speech: 16-32 kbit/s)
     band_limit_prob: float = 0.0  # share of examples band-limited to telephone (8 kHz rate)
     speed: float = 0.0  # speed perturbation: factor U(1-s, 1+s) per example; 0 = off
+    short_prob: float = 0.0  # share of windows cut to a short utterance, padded as short clips are
+    short_seconds: tuple[float, float] = (0.5, 2.0)  # its length, uniform
 
 
 @dataclass(frozen=True)
@@ -192,9 +193,7 @@ class ExperimentConfig(_Checked):
     grid: dict[str, list] = field(default_factory=dict)  # dotted key -> values, full product
     folds: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     seeds: tuple[int, ...] = (0,)
-    corpus: str = (
-        ""  # "ravdess" | "cremad": shows the paper's numbers beside ours; "" = the manifest's
-    )
+    corpus: str = ""  # "ravdess" | "cremad": the paper's numbers beside ours; "" = the manifest's
     # Explicit table rows, each crossed with the grid: dotted keys -> value, plus "name" (its label
     # in the table) and "paper" ("supervised" | "distilled" | "": the paper's number shown beside it;
     # by default found from the settings). Keys "teacher.*" set the teacher section below.

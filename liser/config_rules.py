@@ -163,6 +163,7 @@ RULES: dict[str, dict[str, Check]] = {
         gain_db=ge(0), mixup=ge(0), mel_warp=UNIT_OPEN, noise_prob=within(0, 1),
         codec_prob=within(0, 1), codecs=each(one_of("opus", "aac", "mp3")),
         codec_bitrate=ge(6000), band_limit_prob=within(0, 1), speed=within(0, 0.5, hi_open=True),
+        short_prob=within(0, 1), short_seconds=each(gt(0)),
     ),
     "DistillConfig": dict(
         audio_weight=ge(0), video_weight=ge(0), loss=one_of("mae", "ce", "kl", "mse"),

@@ -112,3 +112,23 @@ def test_training_with_every_channel_augmentation(tmp_path):
         runs.append(train(config, progress=False))
     assert runs[0]["mode"] == "waves"
     assert runs[0]["history"][-1]["loss"] == pytest.approx(runs[1]["history"][-1]["loss"], rel=1e-6)
+
+
+def test_short_utterance_crops_and_pads_like_a_short_clip():
+    from liser.train.augment import short_utterance
+
+    x = np.arange(10, dtype=np.float32)[None]  # one "mel band", 10 steps a second, 1 s long
+    draws = {"short": np.array([True, False]), "short_seconds": np.array([0.3, 0.3]),
+             "short_at": np.array([0.5, 0.5])}  # fmt: skip
+    # 3 steps from offset int(0.5 * 8) = 4: [4, 5, 6], tiled to 10 (pad="repeat")
+    assert short_utterance(x, 0, draws, 10, "repeat").tolist() == [[4, 5, 6, 4, 5, 6, 4, 5, 6, 4]]
+    assert short_utterance(x, 0, draws, 10, "zero", floor=-1).tolist() == [[4, 5, 6] + [-1] * 7]
+    assert short_utterance(x, 1, draws, 10, "repeat") is x  # not drawn: untouched
+    on = AugmentConfig(short_prob=0.5)
+    a, b = (
+        draw_augment(np.random.default_rng(0), 64, AugmentConfig()),
+        draw_augment(np.random.default_rng(0), 64, on),
+    )
+    assert all(np.array_equal(a[k], b[k]) for k in a) and 10 < b["short"].sum() < 54
+    assert ((0.5 <= b["short_seconds"]) & (b["short_seconds"] <= 2.0)).all()
+    assert clip_mode(TrainConfig().data, on) == "features"  # cached features stay usable

@@ -137,7 +137,9 @@ def evaluate_command(
     restrict: bool = typer.Option(True, help="Restrict the argmax to the classes scored."),
     by_corpus: bool = typer.Option(True, help="Score each corpus of a manifest on its own."),
     window: float | None = typer.Option(None, help="Window seconds [default: the checkpoint's]."),
-    hop: float | None = typer.Option(None, help="Window hop seconds [default: 1 s, as in training]."),
+    hop: float | None = typer.Option(
+        None, help="Window hop seconds [default: 1 s, as in training]."
+    ),
     batch_size: int = typer.Option(32, help="Windows per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1."),
 ) -> None:
@@ -184,7 +186,9 @@ def predict_command(
         None, "--format", help="json | jsonl | csv [default: OUTPUT's extension, else json]."
     ),
     window: float | None = typer.Option(None, help="Window seconds [default: the checkpoint's]."),
-    hop: float | None = typer.Option(None, help="Window hop seconds [default: 1 s, as in training]."),
+    hop: float | None = typer.Option(
+        None, help="Window hop seconds [default: 1 s, as in training]."
+    ),
     batch_size: int = typer.Option(32, help="Windows per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1."),
     config: Path | None = typer.Option(

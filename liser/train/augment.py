@@ -179,6 +179,28 @@ def draw_channel(rng: np.random.Generator, n: int, augment, draws: dict) -> None
         draws["band"] = rng.random(n) < augment.band_limit_prob
     if augment.speed > 0:
         draws["speed"] = rng.uniform(1 - augment.speed, 1 + augment.speed, n)
+    if augment.short_prob > 0:
+        draws["short"] = rng.random(n) < augment.short_prob
+        draws["short_seconds"] = rng.uniform(*sorted(augment.short_seconds), n)
+        draws["short_at"] = rng.random(n)
+
+
+def short_utterance(x: np.ndarray, j: int, draws: dict, per_second: float, pad: str, floor=0.0):
+    """Example ``j``'s window (last axis: time, ``per_second`` steps a second) cut to a random
+    stretch of ``draws["short_seconds"][j]`` and padded back to its length as a short clip is
+    (``pad``: "repeat" tiles it, "zero" fills with ``floor``); unchanged unless drawn."""
+    if "short" not in draws or not draws["short"][j]:
+        return x
+    n = x.shape[-1]
+    length = max(1, min(n, round(float(draws["short_seconds"][j]) * per_second)))
+    at = min(int(float(draws["short_at"][j]) * (n - length + 1)), n - length)
+    piece = x[..., at : at + length]
+    if pad == "repeat":
+        reps = -(-n // length)
+        return np.tile(piece, (1,) * (x.ndim - 1) + (reps,))[..., :n]
+    out = np.full_like(x, floor)
+    out[..., :length] = piece
+    return out
 
 
 def codec_variants(waves: list[np.ndarray], augment, rate: int, progress=None) -> list[list]:

@@ -165,17 +165,21 @@ def train_batch(
     """Augmented, normalised training inputs of clips ``index``: (B, n_mels, n_frames) float32.
     ``noise``: the ``augment.NoiseBank`` of ``augment.noise_dir``; codec variants come from
     ``clips.variants``."""
-    from .augment import channel_example, clip_source
+    from .augment import channel_example, clip_source, short_utterance
 
     frontend = logmel.frontend
     n_frames, size = frontend.n_frames, frontend.window_samples
     crop = draws["crop"] if augment.random_crop else np.full(len(index), 0.5)
     if clips.mode == "features":
         parts = []
-        for i, u in zip(index, crop, strict=True):
+        steps = frontend.sample_rate / frontend.hop_samples  # frames a second
+        floor = math.log(frontend.log_floor)
+        for j, (i, u) in enumerate(zip(index, crop, strict=True)):
             x = clips.items[i]
             start = _offset(u, x.shape[1], n_frames)
-            parts.append(torch.from_numpy(x[:, start : start + n_frames].astype(np.float32)))
+            x = x[:, start : start + n_frames].astype(np.float32)
+            x = short_utterance(x, j, draws, steps, frontend.pad, floor)
+            parts.append(torch.from_numpy(np.ascontiguousarray(x)))
         x = torch.stack(parts)
         if augment.gain_db > 0:  # a gain of g dB adds g ln(10) / 10 to the log of the power
             shift = torch.from_numpy(draws["gain_db"] * math.log(10) / 10).float()
@@ -189,12 +193,13 @@ def train_batch(
                 wave = wave[start : start + size]
             else:
                 wave = fit_window(wave, size, frontend.pad)
+            wave = short_utterance(wave, j, draws, frontend.sample_rate, frontend.pad)
             wave = wave * np.float32(10 ** (draws["gain_db"][j] / 20))
             wave = channel_example(wave, j, draws, frontend.sample_rate, noise)
             if augment.noise_snr_db > 0 and draws["noise"][j]:
-                noise = np.random.default_rng(draws["noise_seed"][j]).standard_normal(size)
+                white = np.random.default_rng(draws["noise_seed"][j]).standard_normal(size)
                 power = float(np.mean(wave**2)) / 10 ** (augment.noise_snr_db / 10)
-                wave = wave + (math.sqrt(power) * noise).astype(np.float32)
+                wave = wave + (math.sqrt(power) * white).astype(np.float32)
             waves.append(wave)
         with torch.no_grad():
             x = logmel.log_mel(torch.from_numpy(np.stack(waves)))
