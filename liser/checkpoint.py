@@ -213,11 +213,12 @@ def _read(path: Path) -> tuple[Path, dict]:
             f"{weights}: checkpoint format {header['format_version']} is newer than this liser "
             f"reads ({FORMAT_VERSION}); upgrade liser"
         )
-    verified = _verify_content(weights, header)
+    blob = weights.read_bytes()  # read once: both hashes come from it
+    verified = _verify_content(weights, blob, header)
     record = weights.parent / META_NAME
     if record.exists():
         stored = _read_record(record)
-        if stored.get("weights_sha256") == _sha256(weights):
+        if stored.get("weights_sha256") == hashlib.sha256(blob).hexdigest():
             changed = [k for k in META_KEYS if _plain(stored.get(k)) != _plain(embedded.get(k))]
             if changed:
                 raise CheckpointError(
@@ -256,14 +257,13 @@ def _plain(value):
     return json.loads(json.dumps(value, default=_json_default))
 
 
-def _verify_content(weights: Path, header: dict) -> bool:
-    """True when the header records the content hash and it matches; CheckpointError when it
-    does not (a corrupted file); False for files saved before liser recorded it."""
+def _verify_content(weights: Path, blob: bytes, header: dict) -> bool:
+    """True when the header records the content hash and it matches the file's bytes ``blob``;
+    CheckpointError when it does not (a corrupted file); False for files saved before liser
+    recorded it."""
     expected = header.get(CONTENT_KEY)
     if not expected:
         return False
-    with open(weights, "rb") as handle:
-        blob = handle.read()
     if _content_sha256(header["meta"], _tensor_data(blob)) != expected:
         raise CheckpointError(
             f"{weights}: corrupt: the SHA-256 of its meta and tensor data does not match the one "

@@ -112,8 +112,14 @@ def collect_paths(paths: Iterable[str | os.PathLike], skipped: list | None = Non
     return unique
 
 
-def check_windows(window_seconds: float, hop_seconds: float, frontend: FrontEndConfig) -> None:
-    """Refuse window and hop lengths that make no sense (ValueError naming the option)."""
+def check_windows(
+    window_seconds: float | None, hop_seconds: float | None, frontend: FrontEndConfig
+) -> None:
+    """Refuse window and hop lengths that make no sense (ValueError naming the option); None is
+    the front end's default (``frontend.windows()``)."""
+    default = frontend.windows()
+    window_seconds = default.window_seconds if window_seconds is None else window_seconds
+    hop_seconds = default.hop_seconds if hop_seconds is None else hop_seconds
     for name, value in (("window", window_seconds), ("hop", hop_seconds)):
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
             raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
@@ -155,9 +161,7 @@ class Predictor:
         self.model = fuse_for_inference(model).to(self.device)
         self.logmel = logmel_for(meta, self.device)
         rate = self.frontend.sample_rate
-        default = self.frontend.windows()
-        check_windows(default.window_seconds if window_seconds is None else window_seconds,
-                      default.hop_seconds if hop_seconds is None else hop_seconds, self.frontend)  # fmt: skip
+        check_windows(window_seconds, hop_seconds, self.frontend)
         self.spec = self.frontend.windows(hop_seconds, window_seconds)
         self.window_seconds, self.hop_seconds = self.spec.window_seconds, self.spec.hop_seconds
         self.window = self.spec.samples(rate)[0]

@@ -29,10 +29,7 @@ def load_scorer(checkpoint, options: ScoringOptions = ScoringOptions()):
     if (Path(checkpoint) / "teacher.json").is_file():
         from liser.teachers import load_teacher_predictor
 
-        default = FrontEndConfig().windows()
-        window = default.window_seconds if o.window_seconds is None else o.window_seconds
-        check_windows(window, default.hop_seconds if o.hop_seconds is None else o.hop_seconds,
-                      FrontEndConfig())  # fmt: skip
+        check_windows(o.window_seconds, o.hop_seconds, FrontEndConfig())
         return load_teacher_predictor(str(checkpoint), str(o.device), o.window_seconds,
                                       o.hop_seconds, o.batch_size)  # fmt: skip
     return load(checkpoint, o.device, o.window_seconds, o.hop_seconds, o.batch_size)
