@@ -297,8 +297,9 @@ class ExperimentTeacherConfig(_Checked):
     audio: AudioTeacherConfig = field(default_factory=AudioTeacherConfig)
     spec: str = ""  # "spec": a ready teacher SPEC; "{fold}" and "{seed}" in it are filled in
     # What gets labeled: "fold" (training clips whose labels label_fraction hid), "train" (every
-    # training clip of the fold, labels unused), or a folder / manifest of unlabeled media.
-    unlabeled: str = "fold"
+    # training clip of the fold, labels unused), or a folder / manifest of unlabeled media (its
+    # labels unused); a list labels each source into its own store, all of them distilled from.
+    unlabeled: tuple[str, ...] = ("fold",)
     label: LabelConfig = field(default_factory=LabelConfig)  # front end: the student's
 
 

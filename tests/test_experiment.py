@@ -201,7 +201,7 @@ def test_teacher_folder_depends_on_what_the_teacher_is(corpus, tmp_path):
     assert teacher_identity(dataclasses.replace(teacher, label=label), other) == ident
     # what it is, what it labels, and the student's data and front end do
     assert teacher_identity(dataclasses.replace(teacher, members=2), cell) != ident
-    assert teacher_identity(dataclasses.replace(teacher, unlabeled="train"), cell) != ident
+    assert teacher_identity(dataclasses.replace(teacher, unlabeled=("train",)), cell) != ident
     half = dataclasses.replace(cell, data=dataclasses.replace(cell.data, label_fraction=0.5))
     assert teacher_identity(teacher, half) != ident
     audio = dataclasses.replace(teacher, kind="fit-audio")  # student overrides do not matter

@@ -113,6 +113,28 @@ def manifest_table(
         typer.echo(save_manifest(table_manifest(source, measure, corpus), output))
 
 
+@app.command("halves")
+def manifest_halves(
+    manifest: Path = typer.Argument(..., help="Manifest to split."),
+    first: Path = typer.Argument(..., help="Manifest of the first half's speakers."),
+    second: Path = typer.Argument(..., help="Manifest of the second half's speakers."),
+    seed: int = typer.Option(0, help="Seed of the speaker draw."),
+    corpus: str = typer.Option("", help="Keep only this corpus's clips [default: all]."),
+) -> None:
+    """Two halves of disjoint speakers, each corpus halved and balanced in clips (seeded): an
+    adaptation half whose labels a distilled run hides, and a test half (then swap them)."""
+    from liser.manifest import ManifestError, read_manifest, save_manifest, speaker_halves
+
+    with errors():
+        df = read_manifest(manifest)
+        if corpus:
+            if corpus not in set(df["corpus"]):
+                raise ManifestError(f"{manifest}: no clip of corpus '{corpus}'")
+            df = df[df["corpus"] == corpus]
+        for part, path in zip(speaker_halves(df, seed), (first, second)):
+            typer.echo(save_manifest(part, path))
+
+
 @app.command("videos")
 def manifest_videos(
     root: Path = typer.Argument(..., help="Folder of videos / audio files (recursive)."),

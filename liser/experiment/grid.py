@@ -261,7 +261,7 @@ def run_experiment(
 
 def _cell(config: ExperimentConfig, row: Row, fold: int, seed: int, out: Path):
     """The TrainConfig of one run, its folder, and the folder of its per-fold teacher (or None)."""
-    from .teacher import teacher_identity
+    from .teacher import teacher_identity, teacher_stores
 
     run_dir = out / "runs" / row.slug / f"fold-{fold}-seed-{seed}"
     cell = apply_settings(config.base, row.settings, **{"data.fold": fold, "seed": seed})
@@ -270,7 +270,10 @@ def _cell(config: ExperimentConfig, row: Row, fold: int, seed: int, out: Path):
         ident = json.dumps(teacher_identity(row.teacher, cell), sort_keys=True, default=str)
         key = hashlib.sha1(ident.encode()).hexdigest()[:10]
         prep = out / "teachers" / f"{row.teacher.kind}-{key}" / f"fold-{fold}-seed-{seed}"
-        stores = [*cell.distill.stores, str((prep / "store").absolute())]
+        stores = [
+            *cell.distill.stores,
+            *(str(p.absolute()) for p in teacher_stores(row.teacher, prep)),
+        ]
         cell = replace(cell, **{"distill.stores": stores})
     name = f"{row.slug}/fold-{fold}-seed-{seed}"  # not the experiment's: configs may share runs
     return replace(cell, output_dir=str(run_dir), name=name), run_dir, prep
@@ -282,11 +285,11 @@ def check_inputs(row: Row, base: TrainConfig) -> None:
 
     if row.teacher.kind:
         check_teacher(row.teacher)
-        unlabeled = row.teacher.unlabeled
-        if unlabeled not in ("fold", "train") and not Path(unlabeled).expanduser().exists():
-            raise FileNotFoundError(
-                f"row '{row.name}': teacher.unlabeled {unlabeled} does not exist"
-            )
+        for unlabeled in row.teacher.unlabeled:
+            if unlabeled not in ("fold", "train") and not Path(unlabeled).expanduser().exists():
+                raise FileNotFoundError(
+                    f"row '{row.name}': teacher.unlabeled {unlabeled} does not exist"
+                )
     for store in apply_settings(base, row.settings).distill.stores:
         if not (Path(store).expanduser() / "store.json").is_file():
             raise FileNotFoundError(

@@ -10,8 +10,9 @@ For fold K and seed S, ``prepare_teacher`` (in ``folder``):
 2. makes the teacher (``ExperimentTeacherConfig.kind``): "student" trains ``members`` liser students
    on ``labeled.parquet`` (``member-i``; their checkpoints joined by commas form an ensemble),
    "fit-audio" fits an encoder with a head or LoRA (``fit-audio/``), "spec" uses a given SPEC;
-3. labels the unlabeled clips (``unlabeled.parquet``: the fold's hidden-label clips, or all its
-   training clips, or a given folder / manifest) into ``store/``, with the student's front end;
+3. labels the unlabeled clips (the fold's hidden-label clips, or all its training clips, or a given
+   folder / manifest) into ``store/``, with the student's front end; with several sources
+   (``teacher.unlabeled`` a list) the second goes to ``store-2/`` and so on (``teacher_stores``);
 4. scores the teacher on the test clips (``teacher_uar``) and its soft labels on the labeled
    clips they cover (``pseudo_uar``: hidden labels, used for this diagnosis only) and writes
    ``prepared.json``. A folder with ``prepared.json`` is reused as it is; an interrupted one resumes
@@ -58,7 +59,7 @@ def teacher_identity(teacher: ExperimentTeacherConfig, config: TrainConfig) -> d
     whole config for student teachers) without fold, seed, distillation and runtime settings."""
     ident = {
         "kind": teacher.kind,
-        "unlabeled": teacher.unlabeled,
+        "unlabeled": teacher.unlabeled[0] if len(teacher.unlabeled) == 1 else teacher.unlabeled,
         "label": _changed(teacher.label),
         "frontend": _changed(config.frontend, ()),
         "data": _changed(config.data, ("fold", "num_workers", "cache_dir")),
@@ -83,6 +84,10 @@ def check_teacher(teacher: ExperimentTeacherConfig) -> None:
     if teacher.kind == "spec" and not teacher.spec:
         raise ValueError(
             "teacher.kind 'spec' needs teacher.spec (a teacher SPEC; {fold} is filled in)"
+        )
+    if not teacher.unlabeled or len(set(teacher.unlabeled)) < len(teacher.unlabeled):
+        raise ValueError(
+            f"teacher.unlabeled must name one or more different sources, got {teacher.unlabeled}"
         )
     if teacher.kind == "student" and teacher.members < 1:
         raise ValueError(f"teacher.members must be at least 1, got {teacher.members}")
@@ -134,17 +139,23 @@ def prepare_teacher(
     else:
         probs = predict_manifest(audio, splits["test"], progress=progress)
         info["teacher_uar"] = _uar(probs, splits["test"]["label"], audio.classes, classes)
-    src = _unlabeled_source(teacher.unlabeled, splits, folder)
     frontend = config.frontend
     label_config = dataclasses.replace(
         teacher.label, frontend=frontend, window_seconds=frontend.window_seconds
     )
-    store = folder / "store"
-    summary = label(src, store, label_config, audio_teacher=audio, progress=progress)
-    info["store"] = str(store.absolute())
-    info["windows"] = _store_windows(store)
-    info["label_summary"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
-    info.update(pseudo_label_scores(store, df, classes))
+    stores = teacher_stores(teacher, folder)
+    for i, (source, store) in enumerate(zip(teacher.unlabeled, stores)):
+        src = _unlabeled_source(source, splits, folder, i)
+        summary = label(src, store, label_config, audio_teacher=audio, progress=progress)
+        part = {"store": str(store.absolute()), "windows": _store_windows(store)}
+        part["label_summary"] = {
+            k: v for k, v in summary.items() if isinstance(v, (int, float, str))
+        }
+        part.update(pseudo_label_scores(store, df, classes))
+        if i == 0:
+            info.update(part)
+        else:
+            info.setdefault("more_stores", []).append({"source": source, **part})
     info["seconds"] = round(time.perf_counter() - started, 1)
     write_json(done, info)
     return info
@@ -190,7 +201,14 @@ def _fit_audio(teacher, folded: dict, seed: int, folder: Path, progress: bool):
     return str(out.absolute()), {k: metrics[k] for k in keep if k in metrics}
 
 
-def _unlabeled_source(unlabeled: str, splits: dict, folder: Path) -> Path:
+def teacher_stores(teacher: ExperimentTeacherConfig, folder: Path) -> list[Path]:
+    """The soft-label stores a fold's teacher writes in ``folder``, one per unlabeled source."""
+    return [
+        folder / ("store" if i == 0 else f"store-{i + 1}") for i in range(len(teacher.unlabeled))
+    ]
+
+
+def _unlabeled_source(unlabeled: str, splits: dict, folder: Path, i: int = 0) -> Path:
     """The clips to label: a manifest written from the fold's splits, or the given path."""
     from liser.manifest import write_manifest
 
@@ -208,7 +226,8 @@ def _unlabeled_source(unlabeled: str, splits: dict, folder: Path) -> Path:
             "(data.label_fraction is 1): use unlabeled: train, or a folder of unlabeled media"
         )
     clips = clips.assign(label=pd.Series([None] * len(clips), dtype=splits["train"]["label"].dtype))
-    return write_manifest(clips, folder / "unlabeled.parquet")
+    name = "unlabeled.parquet" if i == 0 else f"unlabeled-{i + 1}.parquet"
+    return write_manifest(clips, folder / name)
 
 
 def _uar(probs: np.ndarray, labels, teacher_classes, classes) -> float | None:

@@ -23,7 +23,7 @@ from liser.store import shards
 from liser.video_io import VideoError
 from liser.windows import Clip
 
-from .clips import audio_columns, clip_windows, list_clips
+from .clips import MANIFEST_EXTENSIONS, audio_columns, clip_windows, list_clips
 from .job import LabelJob, stamp
 from .report import summarize
 
@@ -71,7 +71,32 @@ def label(
                 label_clips_local(job)
             else:
                 raise ValueError(f"engine must be 'local' or 'ray', got {config.engine!r}")
-        return summarize(job)
+        summary = summarize(job)
+        if audio is not None and Path(src).suffix.lower() in MANIFEST_EXTENSIONS:
+            _agreement(job, src, summary)
+        return summary
+
+
+def _agreement(job: LabelJob, src: Path, summary: dict) -> None:
+    """Soft labels against the manifest's own labels, where it has any (``agreement``)."""
+    from liser.manifest import read_manifest
+
+    from .agreement import label_agreement
+
+    df = read_manifest(src)
+    if df["label"].isna().all():
+        return
+    result, table = label_agreement(job.store_dir, df, job.audio.classes)
+    summary["label_agreement"] = result
+    job.header["summary"] = summary
+    st.write_header(job.store_dir, job.header)
+    if job.show_progress and not table.empty:
+        job.console.print(
+            f"soft labels vs the manifest's labels ({result['clips']} clips; never used to "
+            f"train): UAR over shared classes {result['uar_shared']}, mean confidence "
+            f"{result['mean_confidence']}"
+        )
+        job.console.print(table.to_string(index=False))
 
 
 def label_clips_local(job: LabelJob) -> None:

@@ -23,7 +23,13 @@ from .schema import (
     validate_manifest,
     write_manifest,
 )
-from .splits import check_speakers_disjoint, resolve_folds, speaker_folds, split_fold
+from .splits import (
+    check_speakers_disjoint,
+    resolve_folds,
+    speaker_folds,
+    speaker_halves,
+    split_fold,
+)
 from .table import table_manifest
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "resolve_folds",
     "save_manifest",
     "speaker_folds",
+    "speaker_halves",
     "split_fold",
     "table_manifest",
     "validate_manifest",

@@ -85,6 +85,24 @@ def speaker_folds(df: pd.DataFrame, n_folds: int, seed: int = 0) -> dict[str, in
     return fold_of
 
 
+def speaker_halves(df: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two manifests of disjoint speakers, each corpus's speakers halved as ``speaker_folds``
+    does (seeded, balanced in clips): e.g. an adaptation half whose labels are hidden and a test
+    half. The same seed gives the same halves whatever the row order."""
+    corpora = df["corpus"].fillna("") if "corpus" in df.columns else pd.Series("", df.index)
+    half = np.zeros(len(df), dtype=int)
+    for corpus in sorted(corpora.unique()):
+        rows = (corpora == corpus).to_numpy()
+        if df.loc[rows, "speaker"].nunique() < 2:
+            raise ManifestError(
+                f"corpus '{corpus}' has one speaker; it cannot be halved by speaker"
+            )
+        fold_of = speaker_folds(df[rows], 2, seed)
+        half[rows] = df.loc[rows, "speaker"].map(fold_of).to_numpy()
+    first, second = df[half == 1].reset_index(drop=True), df[half == 2].reset_index(drop=True)
+    return first, second
+
+
 def _test_mask(df: pd.DataFrame, data: DataConfig, seed: int) -> np.ndarray:
     mode = resolve_folds(df, data.folds)
     if mode == "ravdess":

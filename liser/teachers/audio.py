@@ -5,7 +5,8 @@ layer's hidden states and the frames that hold audio. :class:`PoolingHead` avera
 over those frames, combines the layers (a learned softmax-weighted sum, the last one, or one by
 index) and classifies. A fitted teacher is a folder: ``teacher.json`` (base encoder, config,
 classes, metrics), ``head.safetensors``, ``adapter.safetensors`` (LoRA, absent when frozen),
-``calibration.json`` (temperature).
+``calibration.json`` (temperature). A frozen teacher caches its encoder's pooled outputs per
+window (``window_cache``), so relabeling with another head of the same encoder is cheap.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import torch
 from torch import nn
 
 from liser.config import AudioTeacherConfig, from_dict, to_dict
-from liser.devices import autocast_dtype
+from liser.devices import autocast_dtype, precision_name
 from liser.files import atomic_write, write_json
 
 from .base import Teacher, TeacherError, quick_hash, read_calibration
 from .ct2 import is_ct2_folder
 from .whisper import is_hf_whisper_folder, load_whisper_encoder
+from .window_cache import WindowCache
 
 TEACHER_FILE = "teacher.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -228,6 +230,8 @@ class EncoderTeacher(Teacher):
         self.window_seconds = config.window_seconds
         self.hop_seconds = config.hop_seconds
         self.batch_size = config.batch_size
+        self.window_cache: WindowCache | None = None  # frozen encoders: see use_window_cache
+        self._cache_at: tuple[Path, str] | None = None
         self.to(device)
 
     def to(self, device) -> EncoderTeacher:
@@ -235,6 +239,8 @@ class EncoderTeacher(Teacher):
         self.dtype = autocast_dtype(self.device, self.config.precision)
         self.encoder.to(self.device)
         self.head.to(self.device)
+        if self._cache_at:  # the precision is part of the key
+            self.use_window_cache(*self._cache_at)
         return self
 
     def eval(self) -> EncoderTeacher:
@@ -242,9 +248,22 @@ class EncoderTeacher(Teacher):
         self.head.eval()
         return self
 
-    def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def use_window_cache(self, folder: Path, encoder_fingerprint: str) -> None:
+        """Cache the frozen encoder's pooled outputs per window under ``folder`` (see
+        ``window_cache``): teachers that share the encoder then run it once per window."""
+        self._cache_at = (Path(folder), encoder_fingerprint)
+        precision = precision_name(self.dtype)
+        salt = f"{encoder_fingerprint}|{precision}|{self.config.whisper_pad_30s}"
+        self.window_cache = WindowCache(folder, salt)
+
+    def _pooled(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         hidden, mask = self.encoder(waves, lengths)
-        return self.head(self.head.pool(hidden, mask))
+        return self.head.pool(hidden, mask)
+
+    def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.window_cache is None:
+            return self.head(self._pooled(waves, lengths))
+        return self.head(self.window_cache.pooled(waves, lengths, self._pooled))
 
 
 class HFClassifierTeacher(Teacher):
@@ -338,4 +357,6 @@ def load_fitted_teacher(
         encoder, head, meta["classes"], f"{fingerprint}+{quick_hash(files)}", config, device
     )
     teacher.temperature = read_calibration(folder)
+    if not meta["lora"] and config.cache_dir:
+        teacher.use_window_cache(Path(config.cache_dir) / "windows", fingerprint)
     return teacher.eval()

@@ -381,6 +381,7 @@ class Run:
                 "mode": self.mode,
                 "train_seconds": state.get("seconds", 0.0),
                 "seconds": seconds,
+                "unlabeled_windows": len(self.stream) if self.stream else 0,
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 "history": state["history"],
                 "corpora": score_other_corpora(self.config, path, self.out / "corpora"),
@@ -388,7 +389,6 @@ class Run:
                 "seed": self.config.seed,
                 "versions": library_versions(),
             }
-            self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "metrics.json", metrics)
             test = metrics["test"]
             self.console.print(
