@@ -79,7 +79,10 @@ def test_store_from_a_table_of_opus_files_with_agreement(frozen_teacher, tmp_pat
     assert agreement["clips"] == 4  # the two clips without a label are not scored
     assert agreement["shared_classes"] == ["high", "low"]
     table = pd.read_csv(tmp_path / "store" / "agreement.csv")
-    assert set(zip(table["corpus"], table["label"])) == {("pool", "low"), ("pool", "high")}
+    assert set(zip(table["corpus"], table["label"], strict=True)) == {
+        ("pool", "low"),
+        ("pool", "high"),
+    }
     assert (table["clips"] == 2).all()
     assert agreement["uar_shared"] == pytest.approx(100 * table["same_class"].mean(), abs=0.01)
     assert (

@@ -131,7 +131,7 @@ def manifest_halves(
             if corpus not in set(df["corpus"]):
                 raise ManifestError(f"{manifest}: no clip of corpus '{corpus}'")
             df = df[df["corpus"] == corpus]
-        for part, path in zip(speaker_halves(df, seed), (first, second)):
+        for part, path in zip(speaker_halves(df, seed), (first, second), strict=True):
             typer.echo(save_manifest(part, path))
 
 

@@ -144,7 +144,7 @@ def prepare_teacher(
         teacher.label, frontend=frontend, window_seconds=frontend.window_seconds
     )
     stores = teacher_stores(teacher, folder)
-    for i, (source, store) in enumerate(zip(teacher.unlabeled, stores)):
+    for i, (source, store) in enumerate(zip(teacher.unlabeled, stores, strict=True)):
         src = _unlabeled_source(source, splits, folder, i)
         summary = label(src, store, label_config, audio_teacher=audio, progress=progress)
         part = {"store": str(store.absolute()), "windows": _store_windows(store)}

@@ -65,7 +65,7 @@ class WindowCache:
     ) -> torch.Tensor:
         host = waves.detach().float().cpu().numpy()
         sizes = lengths.detach().cpu().numpy()
-        keys = [self.key(w, n) for w, n in zip(host, sizes)]
+        keys = [self.key(w, n) for w, n in zip(host, sizes, strict=True)]
         found = [self._read(k) for k in keys]
         todo = [i for i, f in enumerate(found) if f is None]
         self.hits += len(keys) - len(todo)
@@ -73,7 +73,7 @@ class WindowCache:
         if todo:
             index = torch.as_tensor(todo, device=waves.device)
             fresh = encode(waves[index], lengths[index]).float().cpu().numpy()
-            for i, pooled in zip(todo, fresh):
+            for i, pooled in zip(todo, fresh, strict=True):
                 found[i] = pooled
                 self._write(keys[i], pooled)
         return torch.from_numpy(np.stack(found)).to(waves.device)
