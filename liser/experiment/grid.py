@@ -319,7 +319,13 @@ def _run_record(
             "epochs": metrics.get("epochs"), "train_seconds": metrics.get("train_seconds"),
             "teacher_uar": info.get("teacher_uar"), "pseudo_uar": info.get("pseudo_uar"),
             "teacher_seconds": info.get("seconds"), "ran": ran, "run_dir": str(run_dir),
-            "corpora": {name: c["uar"] for name, c in ((metrics.get("corpora") or {}).get("corpora") or {}).items()}}  # fmt: skip
+            "corpora": _corpus_uars(metrics.get("corpora")),
+            "teacher_corpora": _corpus_uars(info.get("teacher_corpora"))}  # fmt: skip
+
+
+def _corpus_uars(scored: dict | None) -> dict:
+    """{corpus: UAR} of a ``score_other_corpora`` result (or {})."""
+    return {name: c["uar"] for name, c in ((scored or {}).get("corpora") or {}).items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,8 +358,9 @@ def summarize(config: ExperimentConfig, rows: list[Row], runs: list[dict], faile
             "paper_uar": None if paper is None else paper / 100, "paper_setting": row.paper,
             "train_minutes": round(sum(r["train_seconds"] or 0 for r in mine) / 60, 2),
             "teacher_minutes": round(sum(r["teacher_seconds"] or 0 for r in mine) / 60, 2),
-            "corpora": {name: _stats(r.get("corpora", {}).get(name) for r in mine)
-                        for name in sorted({n for r in mine for n in r.get("corpora", {})})},
+            **{key: {name: _stats(r.get(key, {}).get(name) for r in mine)
+                     for name in sorted({n for r in mine for n in r.get(key, {})})}
+               for key in ("corpora", "teacher_corpora")},
         })  # fmt: skip
     versions = library_versions()
     for module in ("pandas", "pyarrow", "matplotlib", "transformers"):

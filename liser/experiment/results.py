@@ -47,11 +47,14 @@ def results_markdown(results: dict) -> str:
     if names:  # data.eval_manifests: other corpora scored with each run's best checkpoint
         lines += ["", "Other corpora (`data.eval_manifests`), UAR %:", "",
                   "| row | " + " | ".join(names) + " | mean |", "|---" * (len(names) + 2) + "|"]  # fmt: skip
-        for r in results["rows"]:
-            cells = [_pct(r["corpora"].get(n)) for n in names]
-            means = [r["corpora"][n]["mean"] for n in names if r["corpora"].get(n)]
+        scored = [(r["name"], r["corpora"]) for r in results["rows"]]
+        scored += [(f"its teacher: {r['name']}", r["teacher_corpora"])
+                   for r in results["rows"] if r.get("teacher_corpora")]  # fmt: skip
+        for name, corpora in scored:
+            cells = [_pct(corpora.get(n)) for n in names]
+            means = [corpora[n]["mean"] for n in names if corpora.get(n)]
             mean = f"{100 * np.mean(means):.2f}" if len(means) == len(names) else ""
-            lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {mean} |")
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
     folds = results["folds"]
     lines += ["", "Test UAR % per fold (mean over seeds):", "",
               "| row | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---" * (len(folds) + 1) + "|"]  # fmt: skip

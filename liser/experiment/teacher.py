@@ -13,7 +13,8 @@ For fold K and seed S, ``prepare_teacher`` (in ``folder``):
 3. labels the unlabeled clips (the fold's hidden-label clips, or all its training clips, or a given
    folder / manifest) into ``store/``, with the student's front end; with several sources
    (``teacher.unlabeled`` a list) the second goes to ``store-2/`` and so on (``teacher_stores``);
-4. scores the teacher on the test clips (``teacher_uar``) and its soft labels on the labeled
+4. scores the teacher on the test clips (``teacher_uar``) and on the student's
+   ``data.eval_manifests`` (``teacher_corpora``), and its soft labels on the labeled
    clips they cover (``pseudo_uar``: hidden labels, used for this diagnosis only) and writes
    ``prepared.json``. A folder with ``prepared.json`` is reused as it is; an interrupted one resumes
    (the student runs and the labeling are resumable themselves).
@@ -139,6 +140,12 @@ def prepare_teacher(
     else:
         probs = predict_manifest(audio, splits["test"], progress=progress)
         info["teacher_uar"] = _uar(probs, splits["test"]["label"], audio.classes, classes)
+    if config.data.eval_manifests and "," not in spec and Path(spec).expanduser().exists():
+        from liser.train.scores import score_other_corpora  # the teacher on the student's corpora
+
+        info["teacher_corpora"] = score_other_corpora(
+            config, Path(spec).expanduser(), folder / "corpora"
+        )
     frontend = config.frontend
     label_config = dataclasses.replace(
         teacher.label, frontend=frontend, window_seconds=frontend.window_seconds
