@@ -200,3 +200,39 @@ def test_an_experiment_cell_distils_from_a_pool_and_a_domain_store(tmp_path):
     assert metrics["config"]["distill"]["stores"] == [
         str((prep / "store").absolute()), str((prep / "store-2").absolute())]  # fmt: skip
     assert metrics["unlabeled_windows"] == len(pool) + len(domain)
+
+
+def test_a_student_with_global_statistics_labels_as_it_predicts(tmp_path):
+    """The "self" teacher: a student checkpoint whose front end uses the training clips' global
+    statistics labels windows with those statistics (it raised before), as ``predict`` scores."""
+    import torch
+
+    from liser.checkpoint import save_checkpoint
+    from liser.config import FrontEndConfig, StudentConfig
+    from liser.deploy import load
+    from liser.features import LogMel
+    from liser.student import Student
+    from liser.teachers import load_audio_teacher
+
+    frontend = FrontEndConfig(window_seconds=1.0, n_mels=32, normalize="global")
+    classes = ("low", "high")
+    torch.manual_seed(0)
+    model = Student(StudentConfig(conv_channels=(4, 8), lstm_hidden=8, n_classes=2), frontend)
+    logmel = LogMel(frontend)
+    waves = torch.from_numpy(
+        np.stack([tone(1.0, f, seed=i) for i, f in enumerate((200.0, 2500.0))])
+    )
+    logmel.fit_global_stats(logmel.log_mel(waves))
+    stats = logmel.global_stats()
+    assert abs(float(stats["mean"][0])) > 1.0  # far from what "no statistics" would mean
+    folder = save_checkpoint(
+        tmp_path / "ckpt", model, {"classes": list(classes), "frontend_stats": stats}
+    )
+
+    teacher = load_audio_teacher(str(folder), device="cpu", precision="fp32")
+    probs = teacher.predict(waves.numpy())
+    predictor = load(folder, device="cpu")
+    expected = np.stack(
+        [[predictor.predict(w.numpy())["probs"][c] for c in classes] for w in waves]
+    )
+    np.testing.assert_allclose(probs, expected, atol=1e-4)

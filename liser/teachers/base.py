@@ -154,13 +154,12 @@ class StudentTeacher(Teacher):
     """A trained liser student checkpoint as a teacher: its supervised head's softmax."""
 
     def __init__(self, folder: Path, device: torch.device, precision: str = "auto"):
-        from liser.checkpoint import load_checkpoint
+        from liser.checkpoint import load_checkpoint, logmel_for
         from liser.config import FrontEndConfig, from_dict
-        from liser.features import LogMel
 
         self.model, meta = load_checkpoint(folder)
         frontend = from_dict(FrontEndConfig, meta["frontend"])
-        self.frontend = LogMel(frontend).to(device).eval()
+        self.frontend = logmel_for(meta, device)  # with the training clips' statistics
         self.model.to(device).eval()
         self.classes = tuple(meta["classes"])
         self.window_seconds = frontend.window_seconds
