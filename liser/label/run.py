@@ -91,12 +91,16 @@ def _agreement(job: LabelJob, src: Path, summary: dict) -> None:
     job.header["summary"] = summary
     st.write_header(job.store_dir, job.header)
     if job.show_progress and not table.empty:
-        job.console.print(
-            f"soft labels vs the manifest's labels ({result['clips']} clips; never used to "
-            f"train): UAR over shared classes {result['uar_shared']}, mean confidence "
-            f"{result['mean_confidence']}"
-        )
-        job.console.print(table.to_string(index=False))
+        from rich.table import Table
+
+        shown = Table(title=f"soft labels vs the manifest's own labels ({result['clips']} clips, "
+                      f"never used to train): UAR over shared classes {result['uar_shared']} %, "
+                      f"mean confidence {result['mean_confidence']}")  # fmt: skip
+        for column in table.columns:
+            shown.add_column(column.replace("_", " "))
+        for row in table.itertuples(index=False):
+            shown.add_row(*["" if v is None or v != v else str(v) for v in row])
+        job.console.print(shown)
 
 
 def label_clips_local(job: LabelJob) -> None:
