@@ -89,7 +89,8 @@ class WhisperAudioEncoder(nn.Module):
         self.dims = dims
         self.pad_30s = pad_30s
         self.frontend = WhisperLogMel(dims.n_mels)
-        self.encoder = WhisperEncoder(config)
+        with torch.device("meta"):  # no random init: the weights come from load_state_dict
+            self.encoder = WhisperEncoder(config)
         self.n_hidden = dims.n_layers + 1
         self.dim = dims.d_model
 
@@ -143,7 +144,7 @@ def load_whisper_encoder(folder: str | Path, pad_30s: bool = False) -> WhisperAu
     else:
         dims, state = _hf_whisper_encoder(folder)
     encoder = WhisperAudioEncoder(dims, pad_30s=pad_30s)
-    encoder.encoder.load_state_dict(state, strict=True)
+    encoder.encoder.load_state_dict(state, strict=True, assign=True)
     return encoder.eval()
 
 
