@@ -6,17 +6,11 @@ with the nearest valid name. ``--set a.b=value`` overrides work on any of them.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import yaml
-
+from .config_io import apply_overrides, from_dict, load_config, replace, save_config, to_dict
 from .config_rules import Checked as _Checked
-from .config_rules import ConfigError, coerce_value
+from .config_rules import ConfigError
 
 # --------------------------------------------------------------------------------------------
 # Front end and student
@@ -251,6 +245,10 @@ class VideoTeacherConfig(_Checked):
     clip_seconds: float = 0.5  # per-frame probabilities averaged over 0.5 s clips
     min_face_coverage: float = 0.5  # share of sampled frames with a face; below -> masked
     face_margin: float = 0.2  # extra margin around the detected box, relative to its size
+    min_face_pixels: int = 24  # faces with a shorter side are dropped ("face too small")
+    pooling: str = (
+        "mean"  # over a window's frames: "mean" | "max_confidence" | "confidence_weighted"
+    )
     batch_size: int = 64
     temperature: float = 1.0  # fitted by calibration; 1.0 = uncalibrated
 
@@ -269,6 +267,11 @@ class LabelConfig(_Checked):
     shard_windows: int = 2048  # rows per Parquet shard (~80 MB of float16 features at 64 mels)
     chunk_seconds: float = 60.0  # decode long files in chunks of this length
     device: str = "auto"  # audio teacher device: "auto" | "cpu" | "cuda" | "cuda:1"
+    # Speech gating ("" = off, "silero" = the silero-vad package's model, or its ONNX file): a
+    # window under min_speech gets no audio soft label ("no speech"; the teacher does not run).
+    vad: str = ""
+    vad_threshold: float = 0.5  # a frame is speech when its Silero probability reaches this
+    min_speech: float = 0.2  # share of a window's frames; 0 = record the fraction, gate nothing
     engine: str = "local"  # "local" | "ray"
     ray_address: str = ""  # Ray cluster to join; "" = the running or a new local Ray
     ray_workers: int = 1  # clip workers: decode, features, video teacher
@@ -303,98 +306,9 @@ class ExperimentTeacherConfig(_Checked):
     label: LabelConfig = field(default_factory=LabelConfig)  # front end: the student's
 
 
-# --------------------------------------------------------------------------------------------
-# Loading, saving, overrides
-
-
-def to_dict(config: Any) -> dict:
-    """A plain dict (tuples as lists) of a config dataclass, ready for YAML or JSON."""
-
-    def plain(value):
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return plain(config)
-
-
-def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys with the nearest valid name."""
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"unknown key '{where}{key}'{hint}")
-        kwargs[key] = coerce_value(hints[key], value, f"{where}{key}", from_dict)
-    try:
-        return cls(**kwargs)
-    except ConfigError as error:
-        if not error.key:
-            raise
-        key = f"{where}{error.key}"
-        raise ConfigError(
-            f"'{key}' {error.problem}, got {error.value!r}", key, error.problem, error.value
-        ) from None
-
-
-def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return data
-
-
-def load_config(cls: type, path: str | Path | None = None, overrides=()) -> Any:
-    """Read a YAML file (or nothing: defaults) into ``cls``, then apply ``--set`` overrides."""
-    data: dict = {}
-    if path is not None:
-        text = Path(path).read_text()
-        try:  # safe_load: tags that build Python objects are errors, never run
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not a valid YAML config ({error})") from error
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a config file must be a YAML mapping")
-    apply_overrides(data, list(overrides))
-    return from_dict(cls, data)
-
-
-def save_config(config: Any, path: str | Path) -> None:
-    """Write a config as YAML (atomically)."""
-    from .files import atomic_write
-
-    atomic_write(path, yaml.safe_dump(to_dict(config), sort_keys=False))
-
-
-def replace(config: Any, **changes) -> Any:
-    """``dataclasses.replace`` with dotted keys: ``replace(cfg, **{"optim.lr": 1e-3})``."""
-    data = to_dict(config)
-    for key, value in changes.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                sections = [k for k, v in node.items() if isinstance(v, dict)]
-                close = difflib.get_close_matches(part, sections, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"unknown key '{key}': no section '{part}'{hint}")
-            node = node[part]
-        node[last] = value
-    return from_dict(type(config), data)
+__all__ = [
+    "AudioTeacherConfig", "AugmentConfig", "ConfigError", "DataConfig", "DistillConfig",
+    "ExperimentConfig", "ExperimentTeacherConfig", "FrontEndConfig", "LabelConfig", "OptimConfig",
+    "StudentConfig", "TrainConfig", "VideoTeacherConfig", "apply_overrides", "from_dict",
+    "load_config", "replace", "save_config", "to_dict",
+]  # fmt: skip

@@ -185,13 +185,15 @@ RULES: dict[str, dict[str, Check]] = {
     ),
     "VideoTeacherConfig": dict(
         frame_rate=gt(0), clip_seconds=gt(0), min_face_coverage=within(0, 1), face_margin=ge(0),
-        batch_size=ge(1), temperature=gt(0),
+        batch_size=ge(1), temperature=gt(0), min_face_pixels=ge(1),
+        pooling=one_of("mean", "max_confidence", "confidence_weighted"),
     ),
     "LabelConfig": dict(
         window_seconds=gt(0), hop_seconds=gt(0), min_seconds=ge(0), batch_size=ge(1),
         shard_windows=ge(1), chunk_seconds=gt(0), device=DEVICE, engine=one_of("local", "ray"),
         ray_workers=ge(1), ray_cpus_per_worker=gt(0), ray_actors=ge(1), ray_cpus_per_actor=gt(0),
-        ray_gpus_per_actor=ge(0),
+        ray_gpus_per_actor=ge(0), vad_threshold=within(0, 1, hi_open=True, lo_open=True),
+        min_speech=within(0, 1),
     ),
     "ExperimentTeacherConfig": dict(
         kind=one_of("", "student", "fit-audio", "spec"), members=ge(1),

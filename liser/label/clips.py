@@ -3,9 +3,11 @@
 A clip (a file or a segment of one) is decoded in chunks (bounded memory for hours-long files)
 and cut into windows with the rule of prediction (``audio.window_starts``: a hop grid, plus one
 end-aligned window for an uncovered tail of at least ``min_seconds``; a clip shorter than a window
-is padded). Each window gets the student's log-Mel features and, from frames sampled at the
-configured rate, the video teacher's probabilities and face coverage; the audio teacher runs on
-batches of windows gathered across clips. Windows of digital silence are dropped.
+is padded). Each window gets the student's log-Mel features, its speech fraction (with a VAD)
+and, from the video teacher's view of the whole clip (faces tracked, one person kept), its video
+probabilities, face coverage and box, or why there are none; the audio teacher runs on batches of
+windows gathered across clips, skipping windows without speech. Windows of digital silence are
+dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from liser.audio import SILENT_PEAK, AudioError, load_audio, stream_audio
 from liser.config import LabelConfig
 from liser.constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from liser.media import list_media
+from liser.store import TEACHER_COLUMNS
 from liser.video_io import iter_frames, probe
 from liser.windows import Clip, WindowCutter, WindowSpec
 
@@ -125,34 +128,40 @@ class FrameWindows:
         return [f for _, f in inside], np.asarray([t for t, _ in inside], dtype=np.float64)
 
 
-def video_columns(teacher, frames: FrameWindows | None, starts, ends) -> dict:
-    """The video teacher's columns for windows [start, end) (null rows without video frames)."""
-    probs, confidence, coverage = [], [], []
-    for start, end in zip(starts, ends, strict=True):
-        if frames is None:
-            p, cover = None, None
-        else:
-            images, times = frames.take(start, end)
-            p, cover = teacher.predict_window(images, times) if images else (None, 0.0)
-        probs.append(None if p is None else np.asarray(p, np.float32).tolist())
-        confidence.append(None if p is None else float(np.max(p)))
-        coverage.append(None if cover is None else float(cover))
+def video_columns(teacher, faces, starts, ends) -> dict:
+    """The video teacher's columns for windows [start, end) of a clip, from
+    ``teacher.clip_faces(...)`` (None: the clip has no video stream)."""
+    labels = teacher.window_labels(faces, starts, ends)
     return {
-        "video_probs": probs,
-        "video_confidence": confidence,
+        "video_probs": [None if w["probs"] is None else np.asarray(w["probs"], np.float32).tolist()
+                        for w in labels],
+        "video_confidence": [None if w["probs"] is None else float(np.max(w["probs"]))
+                             for w in labels],
         "video_teacher": [teacher.fingerprint] * len(starts),
-        "face_coverage": coverage,
-    }
+        "face_coverage": [None if w["coverage"] is None else float(w["coverage"]) for w in labels],
+        "video_absent": [w["absent"] for w in labels],
+        "face_box": [w["box"] for w in labels],
+        "faces_seen": [w["faces_seen"] for w in labels],
+    }  # fmt: skip
 
 
 def empty_video_columns(n: int) -> dict:
-    return {"video_probs": [None] * n, "video_confidence": [None] * n,
-            "video_teacher": [None] * n, "face_coverage": [None] * n}  # fmt: skip
+    return {name: [None] * n for name in TEACHER_COLUMNS["video"]}
 
 
-def clip_windows(clip: Clip, config: LabelConfig, logmel, video_teacher=None) -> Iterator[dict]:
+def clip_faces(teacher, clip: Clip):
+    """The video teacher's view of a whole clip (None without a video stream)."""
+    if teacher is None or not clip.has_video or not probe(clip.path).has_video:
+        return None
+    return teacher.clip_faces(clip.path, clip.start, clip.end)
+
+
+def clip_windows(
+    clip: Clip, config: LabelConfig, logmel, video_teacher=None, vad=None
+) -> Iterator[dict]:
     """Rows of a clip's windows, one dict of columns per decoded chunk, without audio teacher
-    columns, plus ``wave`` (n, window_samples) float32 for the audio teacher.
+    columns, plus ``wave`` (n, window_samples) float32 for the audio teacher. With ``vad``
+    (``vad.SpeechDetector``): ``speech_fraction`` of each window's own samples.
 
     Raises ``AudioError`` / ``VideoError`` for a file that cannot be used.
     """
@@ -163,9 +172,7 @@ def clip_windows(clip: Clip, config: LabelConfig, logmel, video_teacher=None) ->
     cutter = WindowCutter(spec, sr)
     if not Path(clip.path).exists():
         raise AudioError(clip.path, "file not found")
-    frames = None
-    if video_teacher is not None and clip.has_video and probe(clip.path).has_video:
-        frames = FrameWindows(clip.path, config.video.frame_rate, clip.start, clip.end)
+    faces = clip_faces(video_teacher, clip)
     chunks = audio_chunks(clip, sr, config.chunk_seconds)
     for windows in _cut_all(chunks, cutter):
         windows = [w for w in windows if np.abs(w[3][: w[2]]).max() >= SILENT_PEAK]
@@ -185,7 +192,9 @@ def clip_windows(clip: Clip, config: LabelConfig, logmel, video_teacher=None) ->
         if video_teacher is None:
             rows.update(empty_video_columns(len(windows)))
         else:
-            rows.update(video_columns(video_teacher, frames, starts, ends))
+            rows.update(video_columns(video_teacher, faces, starts, ends))
+        if vad is not None:
+            rows["speech_fraction"] = [speech_fraction(vad, w[3][: w[2]]) for w in windows]
         rows["wave"] = waves
         yield rows
 
@@ -208,19 +217,32 @@ def features_bytes(logmel, waves: np.ndarray) -> list[bytes]:
     return [np.ascontiguousarray(m).tobytes() for m in mel]
 
 
-def audio_columns(teacher, waves: np.ndarray, batch_size: int) -> dict:
-    """The audio teacher's columns for waves (n, N); null columns without a teacher."""
+def speech_fraction(vad, samples: np.ndarray) -> float:
+    """Share of the 32 ms frames of ``samples`` (a window's real audio) that hold speech."""
+    probs = vad.frame_probs(samples)
+    return float((probs >= vad.threshold).mean()) if len(probs) else 0.0
+
+
+def audio_columns(teacher, waves: np.ndarray, batch_size: int, speech=None, min_speech=0.0) -> dict:
+    """The audio teacher's columns for waves (n, N); null columns without a teacher. Windows
+    whose ``speech`` fraction (n,) is under ``min_speech`` get none ("no speech"), and the
+    teacher does not run on them."""
     n = len(waves)
+    out = {name: [None] * n for name in TEACHER_COLUMNS["audio"]}
     if teacher is None:
-        return {
-            "audio_probs": [None] * n,
-            "audio_confidence": [None] * n,
-            "audio_teacher": [None] * n,
-        }
-    probs = [teacher.predict(waves[i : i + batch_size]) for i in range(0, n, batch_size)]
-    probs = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, 0), np.float32)
-    return {
-        "audio_probs": list(probs),
-        "audio_confidence": probs.max(axis=1).tolist() if n else [],
-        "audio_teacher": [teacher.fingerprint] * n,
-    }
+        return out
+    keep = np.ones(n, bool)
+    if speech is not None and min_speech > 0:
+        speech = np.array([np.nan if s is None else s for s in speech], np.float64)
+        keep = ~(speech < min_speech)  # NaN (not measured) keeps the window
+        for i in np.flatnonzero(~keep):
+            out["audio_absent"][i] = f"no speech ({speech[i]:.0%} of the window)"
+    index = np.flatnonzero(keep)
+    probs = [
+        teacher.predict(waves[index[i : i + batch_size]]) for i in range(0, len(index), batch_size)
+    ]
+    for i, p in zip(index, np.concatenate(probs).astype(np.float32) if probs else [], strict=True):
+        out["audio_probs"][i] = p
+        out["audio_confidence"][i] = float(p.max())
+        out["audio_teacher"][i] = teacher.fingerprint
+    return out

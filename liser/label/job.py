@@ -36,6 +36,21 @@ class LabelJob:
     started: float = field(default_factory=time.perf_counter)
     _logmel: object = field(default=None, repr=False)
 
+    _vad: object = field(default=None, repr=False)
+
+    @property
+    def vad(self):
+        """The speech detector of ``config.vad`` (``vad.SpeechDetector``), or None."""
+        if self._vad is None and self.config.vad:
+            from liser.vad import load_speech_detector
+
+            self._vad = load_speech_detector(self.config.vad, self.config.vad_threshold)
+        return self._vad
+
+    @property
+    def min_speech(self) -> float:
+        return self.config.min_speech if self.config.vad else 0.0
+
     @property
     def logmel(self):
         """The student's front end (``features.LogMel``), built on first use."""

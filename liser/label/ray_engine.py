@@ -72,6 +72,11 @@ class ClipWorker:
         self.config = config
         self.logmel = LogMel(config.frontend).eval()
         self.video = _load_teacher("video", video, config)
+        self.vad = None
+        if config.vad:
+            from liser.vad import load_speech_detector
+
+            self.vad = load_speech_detector(config.vad, config.vad_threshold)
 
     def __call__(self, batch: dict):
         from liser.audio import AudioError
@@ -88,7 +93,7 @@ class ClipWorker:
             )
             held, n = None, 0
             try:
-                for rows in clip_windows(clip, self.config, self.logmel, self.video):
+                for rows in clip_windows(clip, self.config, self.logmel, self.video, self.vad):
                     if held is not None:
                         yield _work_table(held, -1)
                     held, n = rows, n + len(rows["start"])
@@ -128,12 +133,13 @@ class AudioWorker:
     def __call__(self, table: pa.Table) -> pa.Table:
         valid = table.column("wave").is_valid().to_numpy(zero_copy_only=False)
         n, n_samples = table.num_rows, self.config.frontend.window_samples
-        columns = {"audio_probs": [None] * n, "audio_confidence": [None] * n,
-                   "audio_teacher": [None] * n}  # fmt: skip
+        columns = {name: [None] * n for name in st.TEACHER_COLUMNS["audio"]}
         if valid.any():
             waves = table.filter(pa.array(valid)).column("wave").combine_chunks().flatten()
             waves = waves.to_numpy().reshape(-1, n_samples)
-            computed = audio_columns(self.audio, waves, self.config.batch_size)
+            speech = table.filter(pa.array(valid)).column("speech_fraction").to_pylist()
+            gate = self.config.min_speech if self.config.vad else 0.0
+            computed = audio_columns(self.audio, waves, self.config.batch_size, speech, gate)
             where = np.flatnonzero(valid)
             for name, values in computed.items():
                 for i, value in zip(where, values, strict=True):

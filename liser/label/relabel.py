@@ -18,10 +18,10 @@ import pyarrow.compute as pc
 from liser import store as st
 from liser.audio import AudioError, load_audio
 from liser.store import shards
-from liser.video_io import VideoError, probe
+from liser.video_io import VideoError
 from liser.windows import fit_window
 
-from .clips import FrameWindows, audio_columns, clip_from_key, video_columns
+from .clips import audio_columns, clip_faces, clip_from_key, video_columns
 
 
 def stale_rows(table: pa.Table, kind: str, fingerprint: str) -> np.ndarray:
@@ -65,19 +65,12 @@ def _recompute(job, kind: str, rows: pa.Table) -> dict:
         try:
             if kind == "audio":
                 waves = _window_waves(clip.path, starts[index], ends[index], job.config)
-                columns = audio_columns(job.audio, waves, job.config.batch_size)
+                speech = rows["speech_fraction"].to_numpy(zero_copy_only=False)[index]
+                columns = audio_columns(job.audio, waves, job.config.batch_size,
+                                        speech.tolist(), job.min_speech)  # fmt: skip
             else:
-                frames = None
-                if clip.has_video and probe(clip.path).has_video:
-                    grid = (
-                        clip.start
-                        + np.ceil(
-                            (starts[index[0]] - clip.start) * job.config.video.frame_rate - 1e-6
-                        )
-                        / job.config.video.frame_rate
-                    )
-                    frames = FrameWindows(clip.path, job.config.video.frame_rate, grid, clip.end)
-                columns = video_columns(job.video, frames, starts[index], ends[index])
+                faces = clip_faces(job.video, clip)
+                columns = video_columns(job.video, faces, starts[index], ends[index])
         except (AudioError, VideoError) as error:
             job.console.print(f"[yellow]relabel failed[/] {key}: {error} (rows stay masked)")
             continue

@@ -113,7 +113,8 @@ def label_clips_local(job: LabelJob) -> None:
         if pending:
             rows = {k: [v for p in pending for v in p[k]] for k in pending[0] if k != "wave"}
             waves = np.concatenate([p["wave"] for p in pending])
-            rows.update(audio_columns(job.audio, waves, config.batch_size))
+            speech = rows.get("speech_fraction")
+            rows.update(audio_columns(job.audio, waves, config.batch_size, speech, job.min_speech))
             writer.add(rows)
             pending.clear()
 
@@ -121,7 +122,7 @@ def label_clips_local(job: LabelJob) -> None:
         for clip in job.todo:
             n_windows = 0
             try:
-                for rows in clip_windows(clip, config, job.logmel, job.video):
+                for rows in clip_windows(clip, config, job.logmel, job.video, job.vad):
                     pending.append(rows)
                     n_windows += len(rows["start"])
                     bar.advance(len(rows["start"]))

@@ -43,13 +43,20 @@ SCHEMA = pa.schema(
         ("video_probs", pa.list_(pa.float32())),  # null without video, teacher or face
         ("video_confidence", pa.float32()),
         ("video_teacher", pa.string()),
-        ("face_coverage", pa.float32()),  # share of sampled frames with a face; null: no video
+        ("face_coverage", pa.float32()),  # share of sampled frames with the tracked face
+        # Added later; shards written before read them as null.
+        ("speech_fraction", pa.float32()),  # share of the window's 32 ms frames with speech (VAD)
+        ("audio_absent", pa.string()),  # why audio_probs is null ("no speech"); null otherwise
+        ("video_absent", pa.string()),  # why video_probs is null ("no face", "too dark", ...)
+        ("face_box", pa.list_(pa.float32())),  # tracked face: median x, y, w, h (pixels)
+        ("faces_seen", pa.int16()),  # most faces detected in one sampled frame of the window
     ]
 )
 TEACHER_COLUMNS = {
-    "audio": ("audio_probs", "audio_confidence", "audio_teacher"),
-    "video": ("video_probs", "video_confidence", "video_teacher", "face_coverage"),
-}
+    "audio": ("audio_probs", "audio_confidence", "audio_teacher", "audio_absent"),
+    "video": ("video_probs", "video_confidence", "video_teacher", "face_coverage",
+              "video_absent", "face_box", "faces_seen"),
+}  # fmt: skip
 
 
 class StoreError(ValueError):

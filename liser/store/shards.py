@@ -105,7 +105,10 @@ class ShardWriter:
         if isinstance(rows, pa.Table):
             table = rows.select(SCHEMA.names).cast(SCHEMA)
         else:
-            table = pa.Table.from_pydict(rows, schema=SCHEMA)
+            n = len(next(iter(rows.values()))) if rows else 0
+            table = pa.Table.from_pydict(
+                {name: rows.get(name, [None] * n) for name in SCHEMA.names}, schema=SCHEMA
+            )
         self.tables.append(table)
         self.buffered += table.num_rows
         self.rows += table.num_rows

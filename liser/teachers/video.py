@@ -1,9 +1,10 @@
 """The video teacher: face detector + FER model, pooled over time as in the LiSER paper.
 
-Frames sampled at ``frame_rate`` -> largest face per frame -> square crop -> FER probabilities
-per frame -> averaged over ``clip_seconds`` clips -> clip outputs averaged over the window. A window
-whose share of sampled frames with a face is below ``min_face_coverage`` has no label (None),
-never a vector of zeros.
+Frames sampled at ``frame_rate`` -> faces detected and tracked over the clip, the person on screen
+longest kept (``tracking.py``, ``clip_faces.py``) -> square crop -> FER probabilities per frame ->
+averaged over ``clip_seconds`` clips -> clip outputs pooled over the window (mean, as the paper).
+A window whose share of sampled frames with that face is below ``min_face_coverage`` has no label
+(None, with the reason), never a vector of zeros.
 """
 
 from __future__ import annotations
@@ -18,34 +19,9 @@ import numpy as np
 
 from liser.config import VideoTeacherConfig, to_dict
 
+from .clip_faces import analyze_clip, pool_window, window_labels
 from .faces import Box, as_rgb, crop_face, largest_face, load_face_detector
 from .fer import FERModel, load_fer_model
-
-
-def pool_window(
-    times: np.ndarray, frame_probs: np.ndarray, clip_seconds: float, min_face_coverage: float
-) -> tuple[np.ndarray | None, float]:
-    """Temporal pooling of one window.
-
-    times: (T,) seconds of the sampled frames; frame_probs: (T, C), rows of NaN where the frame
-    has no face. Frames are grouped into clips of ``clip_seconds`` from the first time; each clip
-    with a face gives the mean of its face frames; the window gives the mean of those clips.
-    Returns (probs (C,) or None when the face coverage is below ``min_face_coverage``, coverage).
-    """
-    times = np.asarray(times, dtype=np.float64)
-    if times.size == 0:
-        return None, 0.0
-    has_face = ~np.isnan(frame_probs).any(axis=1)
-    coverage = float(has_face.mean())
-    if not has_face.any() or coverage < min_face_coverage:
-        return None, coverage
-    clip_index = np.floor((times - times.min()) / clip_seconds + 1e-9).astype(np.int64)
-    clips = [
-        frame_probs[(clip_index == c) & has_face].mean(axis=0)
-        for c in np.unique(clip_index[has_face])
-    ]
-    probs = np.mean(clips, axis=0)
-    return (probs / probs.sum()).astype(np.float32), coverage
 
 
 class VideoTeacher:
@@ -116,74 +92,29 @@ class VideoTeacher:
         if len(frames) != len(times):
             raise ValueError(f"{len(frames)} frames but {len(times)} times")
         probs, _ = self.frame_probabilities(frames)
-        return pool_window(times, probs, self.config.clip_seconds, self.config.min_face_coverage)
+        c = self.config
+        return pool_window(times, probs, c.clip_seconds, c.min_face_coverage, c.pooling)
 
-    def frame_table(
-        self, path: str | Path, start: float = 0.0, end: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray, list[Box | None]]:
-        """Sample a video file between start and end -> times (T,), probs (T, C), boxes.
+    def clip_faces(self, path: str | Path, start: float = 0.0, end: float | None = None):
+        """What the teacher sees in a clip: faces of every sampled frame, tracked, the person on
+        screen longest classified (``clip_faces.ClipFaces``). Raises ``video_io.VideoError``
+        for a file without a readable video stream."""
+        return analyze_clip(self, str(path), start, end)
 
-        Frames are decoded and classified ``batch_size`` at a time, so memory stays bounded.
-        Raises ``video_io.VideoError`` for a file without a readable video stream.
-        """
-        from liser.video_io import iter_frames
-
-        times, probs, boxes = [], [], []
-        batch_times, batch_frames = [], []
-
-        def flush():
-            p, b = self.frame_probabilities(batch_frames)
-            times.extend(batch_times)
-            probs.append(p)
-            boxes.extend(b)
-            batch_times.clear()
-            batch_frames.clear()
-
-        for time, frame in iter_frames(path, self.config.frame_rate, start, end):
-            batch_times.append(time)
-            batch_frames.append(frame)
-            if len(batch_frames) >= max(1, self.config.batch_size):
-                flush()
-        if batch_frames:
-            flush()
-        table = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), np.float32)
-        return np.asarray(times, np.float64), table, boxes
+    def window_labels(self, faces, starts, ends) -> list[dict]:
+        """Per window: ``probs`` or None, ``coverage``, ``box``, ``faces_seen``, ``absent``."""
+        return window_labels(self, faces, starts, ends)
 
     def predict_file(
         self, path: str | Path, windows: Sequence[tuple[float, float]]
     ) -> list[tuple[np.ndarray | None, float]]:
-        """Label windows ``(start, end)`` seconds of one video file -> [(probs or None, coverage)].
-
-        Overlapping or adjacent windows share decoded frames; distant ones are reached by seeking.
-        Raises ``video_io.VideoError`` for a file without a readable video stream.
-        """
-        results: list[tuple[np.ndarray | None, float]] = [(None, 0.0)] * len(windows)
-        for span_start, span_end, members in _spans(windows):
-            times, probs, _ = self.frame_table(path, span_start, span_end)
-            for index in members:
-                start, end = windows[index]
-                inside = (times >= start - 1e-9) & (times < end - 1e-9)
-                results[index] = pool_window(
-                    times[inside],
-                    probs[inside],
-                    self.config.clip_seconds,
-                    self.config.min_face_coverage,
-                )
-        return results
-
-
-def _spans(windows: Sequence[tuple[float, float]], gap: float = 1.0):
-    """Group windows into decode spans: (start, end, window indices), joining gaps <= ``gap`` s."""
-    order = sorted(range(len(windows)), key=lambda i: windows[i][0])
-    spans: list[list] = []
-    for i in order:
-        start, end = windows[i]
-        if spans and start <= spans[-1][1] + gap:
-            spans[-1][1] = max(spans[-1][1], end)
-            spans[-1][2].append(i)
-        else:
-            spans.append([start, end, [i]])
-    return [tuple(s) for s in spans]
+        """Label windows ``(start, end)`` seconds of one video file -> [(probs or None, coverage)]
+        of the tracked face. Raises ``video_io.VideoError`` for a file without a video stream."""
+        if not windows:
+            return []
+        faces = self.clip_faces(path, min(w[0] for w in windows), max(w[1] for w in windows))
+        labels = self.window_labels(faces, [w[0] for w in windows], [w[1] for w in windows])
+        return [(w["probs"], w["coverage"]) for w in labels]
 
 
 def load_video_teacher(
@@ -268,32 +199,20 @@ def _check_image(teacher: VideoTeacher, path: str, image: np.ndarray) -> list[di
 
 
 def _check_video(teacher, path, duration, window_seconds, hop_seconds) -> list[dict]:
-    times, probs, boxes = teacher.frame_table(path)
-    duration = max(duration, float(times.max(initial=0.0)) + 1.0 / teacher.config.frame_rate)
+    faces = teacher.clip_faces(path)
+    step = 1.0 / teacher.config.frame_rate
+    duration = max(duration, float(faces.times.max(initial=0.0)) + step)
     starts = np.arange(0.0, max(duration - 0.5 * window_seconds, 0.0) + 1e-9, hop_seconds)
+    ends = np.minimum(starts + window_seconds, duration)
     records = []
-    for start in starts:
-        end = min(start + window_seconds, duration)
-        inside = (times >= start - 1e-9) & (times < end - 1e-9)
-        pooled, coverage = pool_window(
-            times[inside],
-            probs[inside],
-            teacher.config.clip_seconds,
-            teacher.config.min_face_coverage,
-        )
-        found = [boxes[i] for i in np.flatnonzero(inside) if boxes[i] is not None]
-        box = np.median(np.array([b[:4] for b in found]), axis=0) if found else None
-        records.append(
-            {
-                "file": path,
-                "kind": "video",
-                "start": round(float(start), 3),
-                "end": round(float(end), 3),
-                "face_coverage": round(coverage, 3),
-                "box": None if box is None else [round(float(v), 1) for v in box],
-                "probs": _named(teacher.classes, pooled),
-            }
-        )
+    for start, end, w in zip(starts, ends, teacher.window_labels(faces, starts, ends), strict=True):
+        records.append({
+            "file": path, "kind": "video", "start": round(float(start), 3),
+            "end": round(float(end), 3), "face_coverage": round(w["coverage"] or 0.0, 3),
+            "box": None if w["box"] is None else [round(float(v), 1) for v in w["box"]],
+            "faces_seen": w["faces_seen"], "people": faces.tracks, "absent": w["absent"],
+            "probs": _named(teacher.classes, w["probs"]),
+        })  # fmt: skip
     return records
 
 

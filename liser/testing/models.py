@@ -36,7 +36,8 @@ class TinyAudioTeacher:
 class TinyVideoTeacher:
     """A deterministic stand-in video teacher: a frame "has a face" when 3 % of its pixels are
     skin-coloured; per-frame probabilities from mean colours, averaged over the window.
-    ``predict_window(frames, times) -> (probs (C,) or None, face coverage)``."""
+    ``predict_window(frames, times) -> (probs (C,) or None, face coverage)``, and the labeling
+    interface of ``VideoTeacher``: ``clip_faces(path, start, end)``, ``window_labels(...)``."""
 
     def __init__(self, n_classes: int = 7, min_face_coverage: float = 0.5, seed: int = 0):
         self.classes = tuple(f"face{i}" for i in range(n_classes))
@@ -45,24 +46,50 @@ class TinyVideoTeacher:
         self.min_face_coverage = min_face_coverage
         self.weights = np.random.default_rng(seed).normal(size=(3, n_classes)).astype(np.float32)
 
-    def predict_window(self, frames, times) -> tuple[np.ndarray | None, float]:
-        if len(frames) == 0:
+    frame_rate = 5.0
+
+    def _frame(self, frame) -> tuple[bool, np.ndarray]:
+        rgb = frame[::4, ::4].astype(np.float32)  # a quarter of the resolution is enough
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        skin = (r > 95) & (g > 40) & (b > 20) & (r > g + 15) & (r > b)
+        logits = rgb.reshape(-1, 3).mean(0) / 255.0 @ self.weights
+        p = np.exp(logits - logits.max())
+        return bool(skin.mean() > 0.03), p / p.sum()
+
+    def _pool(self, flags, probs) -> tuple[np.ndarray | None, float]:
+        if len(flags) == 0:
             return None, 0.0
-        faces, probs = [], []
-        for frame in frames:
-            rgb = frame[::4, ::4].astype(np.float32)  # a quarter of the resolution is enough
-            r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-            skin = (r > 95) & (g > 40) & (b > 20) & (r > g + 15) & (r > b)
-            faces.append(skin.mean() > 0.03)
-            logits = rgb.reshape(-1, 3).mean(0) / 255.0 @ self.weights
-            p = np.exp(logits - logits.max())
-            probs.append(p / p.sum())
-        coverage = float(np.mean(faces))
+        coverage = float(np.mean(flags))
         if coverage < self.min_face_coverage:
             return None, coverage
-        return np.mean([p for p, f in zip(probs, faces, strict=True) if f], axis=0).astype(
-            np.float32
-        ), coverage
+        chosen = [p for p, f in zip(probs, flags, strict=True) if f]
+        return np.mean(chosen, axis=0).astype(np.float32), coverage
+
+    def predict_window(self, frames, times) -> tuple[np.ndarray | None, float]:
+        seen = [self._frame(f) for f in frames]
+        return self._pool([s[0] for s in seen], [s[1] for s in seen])
+
+    def clip_faces(self, path, start: float = 0.0, end: float | None = None):
+        """(times (T,), face flags, probabilities) of the clip's frames sampled at 5 fps."""
+        from liser.video_io import iter_frames
+
+        seen = [(t, *self._frame(f)) for t, f in iter_frames(path, self.frame_rate, start, end)]
+        return np.array([s[0] for s in seen]), [s[1] for s in seen], [s[2] for s in seen]
+
+    def window_labels(self, faces, starts, ends) -> list[dict]:
+        out = []
+        for start, end in zip(starts, ends, strict=True):
+            if faces is None:
+                out.append({"probs": None, "coverage": None, "box": None, "faces_seen": None,
+                            "absent": "no video stream"})  # fmt: skip
+                continue
+            times, flags, probs = faces
+            inside = np.flatnonzero((times >= start - 1e-9) & (times < end - 1e-9))
+            p, coverage = self._pool([flags[i] for i in inside], [probs[i] for i in inside])
+            out.append({"probs": p, "coverage": coverage, "box": None,
+                        "faces_seen": int(any(flags[i] for i in inside)),
+                        "absent": None if p is not None else "no face"})  # fmt: skip
+        return out
 
 
 def tiny_hubert(folder: str | Path, seed: int = 0) -> Path:
