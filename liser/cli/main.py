@@ -60,6 +60,9 @@ def label_command(
     face_detector: str | None = typer.Option(None, help="Haar .xml or BlazeFace .tflite."),
     engine: str | None = typer.Option(None, help="local | ray."),
     hop_seconds: float | None = typer.Option(None, "--hop", help="Window hop in seconds."),
+    vad: str | None = typer.Option(
+        None, help="silero (or its ONNX file): record speech, no audio label without it."
+    ),
     config: Path | None = typer.Option(None, help="YAML LabelConfig."),
     overrides: list[str] = typer.Option([], "--set", help="Config override key=value."),
     quiet: bool = typer.Option(False, help="No progress bar or summary table."),
@@ -71,7 +74,8 @@ def label_command(
     from liser.label import label
 
     options = {"audio_teacher": audio_teacher, "video_teacher": video_teacher,
-               "face_detector": face_detector, "engine": engine, "hop_seconds": hop_seconds}  # fmt: skip
+               "face_detector": face_detector, "engine": engine, "hop_seconds": hop_seconds,
+               "vad": vad}  # fmt: skip
     with errors():
         cfg = load_config(LabelConfig, config, overrides)
         cfg = replace(cfg, **{k: v for k, v in options.items() if v is not None})
@@ -194,6 +198,10 @@ def predict_command(
     config: Path | None = typer.Option(
         None, help="YAML TrainConfig whose front end must match the checkpoint's."
     ),
+    vad: str = typer.Option(
+        "", help="silero (or a Silero ONNX file): mark windows without speech 'no speech'."
+    ),
+    min_speech: float = typer.Option(0.2, help="Speech share of a window below which it has none."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Per-window and per-file class probabilities for files of any length."""
@@ -202,7 +210,7 @@ def predict_command(
 
     with errors():
         frontend = load_config(TrainConfig, config).frontend if config else None
-        options = ScoringOptions(window, hop, batch_size, device)
+        options = ScoringOptions(window, hop, batch_size, device, vad, min_speech)
         results = predict(checkpoint, paths, output, format, options, frontend, not quiet)
     if not any("error" not in r for r in results):
         raise typer.Exit(1)

@@ -1,14 +1,13 @@
 """liser.deploy: the public face of this stage (what other modules use)."""
 
 from .export import export_onnx, onnx_metadata, onnx_session, run_onnx
+from .output import format_predictions, predict
 from .predictor import (
     FrontEndMismatch,
     ScoringOptions,
     check_windows,
-    format_predictions,
     iter_windows,
     load,
-    predict,
     predict_waveform,
 )
 

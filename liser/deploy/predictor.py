@@ -15,11 +15,7 @@ and ``{"path": ..., "error": "..."}`` for a file that cannot be used.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +28,12 @@ from liser.checkpoint import load_checkpoint, logmel_for
 from liser.config import FrontEndConfig, to_dict
 from liser.constants import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from liser.devices import resolve_device
-from liser.files import atomic_write
 from liser.media import list_media
 from liser.student import Student, fuse_for_inference
 from liser.windows import WindowCutter, WindowSpec, fit_window
 
 FORMATS = ("json", "jsonl", "csv")
+NO_SPEECH = "no speech"  # the label of a window (or file) the VAD found no speech in
 MIN_SECONDS = 0.1  # shorter files are reported as too short (as audio.load_audio does)
 MIN_HOP_SECONDS = 0.01  # finer hops only multiply the windows of a file
 MAX_WINDOW_SECONDS = 60.0  # longer windows are far from what a student was trained on
@@ -51,6 +47,8 @@ class ScoringOptions:
     hop_seconds: float | None = None  # None: the front end's (constants.WINDOW_HOP_SECONDS)
     batch_size: int = 32  # windows per forward pass
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1"
+    vad: str = ""  # "" | "silero" | an ONNX file: windows without speech are marked "no speech"
+    min_speech: float = 0.2  # share of a window's 32 ms frames; below: no speech
 
 
 class FrontEndMismatch(ValueError):
@@ -152,8 +150,16 @@ class Predictor:
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
         batch_size: int = 32,
+        vad: str = "",
+        min_speech: float = 0.2,
     ):
+        from liser.vad import load_speech_detector
+
         self.meta = meta
+        self.vad = load_speech_detector(vad)
+        if not 0.0 <= min_speech <= 1.0:
+            raise ValueError(f"min_speech must be in [0, 1], got {min_speech}")
+        self.min_speech = float(min_speech)
         self.precision = "fp32"  # students predict in fp32 (recorded in evaluation reports)
         self.classes: tuple[str, ...] = tuple(meta["classes"])
         self.frontend: FrontEndConfig = model.frontend
@@ -179,9 +185,10 @@ class Predictor:
             raise ValueError("the model's outputs are NaN or Inf: this checkpoint is unusable")
         return probs
 
-    def _score(self, chunks: Iterable[np.ndarray]) -> tuple[list[tuple[int, int]], np.ndarray, int]:
-        """Windows of a stream of chunks -> ([(start, end) samples], probs (W, C), n samples)."""
-        spans, probs, batch = [], [], []
+    def _score(self, chunks: Iterable[np.ndarray]) -> tuple[list, np.ndarray, int, list]:
+        """Windows of a stream of chunks -> ([(start, end) samples], probs (W, C), n samples,
+        speech fraction per window (empty without a VAD))."""
+        spans, probs, batch, speech = [], [], [], []
         n = 0
 
         def counted():
@@ -192,31 +199,38 @@ class Predictor:
 
         for start, samples in iter_windows(counted(), self.spec, self.frontend.sample_rate):
             spans.append((start, start + len(samples)))
+            if self.vad is not None:
+                frames = self.vad.frame_probs(samples)
+                speech.append(float((frames >= self.vad.threshold).mean()))
             batch.append(fit_window(samples, self.window, self.frontend.pad))
             if len(batch) == self.batch_size:
                 probs.append(self.window_probs(np.stack(batch)))
                 batch = []
         if batch:
             probs.append(self.window_probs(np.stack(batch)))
-        return spans, np.concatenate(probs) if probs else np.zeros((0, len(self.classes))), n
+        probs = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
+        return spans, probs, n, speech
 
-    def _result(self, spans, probs: np.ndarray, n: int) -> dict:
+    def _result(self, spans, probs: np.ndarray, n: int, speech: list) -> dict:
+        """With a VAD, windows under ``min_speech`` are ``"no speech"`` (probs None) and the
+        file's probabilities are the mean of its speech windows (``"no speech"`` if none)."""
         rate = self.frontend.sample_rate
-        mean = probs.mean(axis=0)
-        return {
-            "duration": n / rate,
-            "label": self.classes[int(mean.argmax())],
-            "probs": self._named(mean),
-            "windows": [
-                {
-                    "start": start / rate,
-                    "end": end / rate,
-                    "label": self.classes[int(p.argmax())],
-                    "probs": self._named(p),
-                }
-                for (start, end), p in zip(spans, probs, strict=True)
-            ],
-        }
+        talk = np.array([s >= self.min_speech for s in speech] if speech else [True] * len(spans))
+        windows = []
+        for i, ((start, end), p) in enumerate(zip(spans, probs, strict=True)):
+            item = {"start": start / rate, "end": end / rate, "label": NO_SPEECH, "probs": None}
+            if talk[i]:
+                item.update(label=self.classes[int(p.argmax())], probs=self._named(p))
+            if speech:
+                item["speech"] = round(speech[i], 4)
+            windows.append(item)
+        result = {"duration": n / rate, "label": NO_SPEECH, "probs": None, "windows": windows}
+        if talk.any():
+            mean = probs[talk].mean(axis=0)
+            result.update(label=self.classes[int(mean.argmax())], probs=self._named(mean))
+        if speech:
+            result.update(speech_windows=int(talk.sum()), no_speech_windows=int((~talk).sum()))
+        return result
 
     def _named(self, probs: np.ndarray) -> dict[str, float]:
         return {name: round(float(p), 6) for name, p in zip(self.classes, probs, strict=True)}
@@ -258,13 +272,13 @@ class Predictor:
                 peak = max(peak, float(np.abs(chunk).max()))
                 yield chunk
 
-        spans, probs, n = self._score(chunks())
+        spans, probs, n, speech = self._score(chunks())
         rate = self.frontend.sample_rate
         if n < MIN_SECONDS * rate:
             raise AudioError(path, f"too short: {n / rate:.3f} s < {MIN_SECONDS:.3f} s minimum")
         if peak < SILENT_PEAK:
             raise AudioError(path, "all silent (digital silence: every sample is ~0)")
-        return {"path": str(path), **self._result(spans, probs, n)}
+        return {"path": str(path), **self._result(spans, probs, n, speech)}
 
     def predict_files(
         self, paths: Iterable[str | os.PathLike], progress: bool = True
@@ -296,6 +310,8 @@ def load(
     hop_seconds: float | None = None,
     batch_size: int = 32,
     frontend: FrontEndConfig | None = None,
+    vad: str = "",
+    min_speech: float = 0.2,
 ) -> Predictor:
     """Load a student checkpoint for prediction. ``frontend``: the caller's front end, checked
     against the checkpoint's (FrontEndMismatch when they differ). An audio-teacher folder is a
@@ -307,7 +323,7 @@ def load(
         )
     model, meta = load_checkpoint(checkpoint)
     check_frontend(meta, frontend, str(checkpoint))
-    return Predictor(model, meta, device, window_seconds, hop_seconds, batch_size)
+    return Predictor(model, meta, device, window_seconds, hop_seconds, batch_size, vad, min_speech)
 
 
 def predict_waveform(
@@ -324,70 +340,3 @@ def predict_waveform(
     return Predictor(model, meta, device, window_seconds, hop_seconds, batch_size).predict(
         wave, sample_rate
     )
-
-
-def format_predictions(results: list[dict], format: str, classes: Iterable[str]) -> str:
-    """Results as text: "json" (a list), "jsonl" (a file a line) or "csv" (a row per window and
-    per file, ``level`` = file | window | error)."""
-    if format == "json":
-        return json.dumps(results, indent=2) + "\n"
-    if format == "jsonl":
-        return "".join(json.dumps(r) + "\n" for r in results)
-    if format != "csv":
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    classes = list(classes)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["path", "level", "start", "end", "label", *classes, "error"])
-    for r in results:
-        if "error" in r:
-            writer.writerow([r["path"], "error", "", "", "", *[""] * len(classes), r["error"]])
-            continue
-        rows = [("file", 0.0, r["duration"], r)] + [
-            ("window", w["start"], w["end"], w) for w in r["windows"]
-        ]
-        for level, start, end, item in rows:
-            probs = [f"{item['probs'][c]:.6f}" for c in classes]
-            writer.writerow(
-                [r["path"], level, f"{start:.3f}", f"{end:.3f}", item["label"], *probs, ""]
-            )
-    return out.getvalue()
-
-
-def predict(
-    checkpoint: str | os.PathLike,
-    paths: Iterable[str | os.PathLike],
-    output: str | os.PathLike | None = None,
-    format: str | None = None,
-    options: ScoringOptions = ScoringOptions(),
-    frontend: FrontEndConfig | None = None,
-    progress: bool = True,
-) -> list[dict]:
-    """``liser predict``: predict files and folders, write them to ``output`` (atomically) or
-    stdout as json/jsonl/csv (default: from the output's extension, else json), and report the
-    files that could not be used on stderr. Returns the results."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    format = format or (Path(output).suffix.lstrip(".").lower() if output else "") or "json"
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    paths = list(paths)
-    o = options
-    predictor = load(checkpoint, o.device, o.window_seconds, o.hop_seconds, o.batch_size, frontend)
-    results = predictor.predict_files(paths, progress=progress)
-    text = format_predictions(results, format, predictor.classes)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write(output, text)
-    errors = [r for r in results if "error" in r]
-    console = Console(stderr=True)
-    for r in errors:
-        console.print(f"[yellow]skipped[/] {escape(r['path'])}: {escape(r['error'])}")
-    console.print(f"{len(results) - len(errors)} file(s) predicted, {len(errors)} skipped")
-    if not results:
-        raise ValueError(
-            f"nothing to predict: no audio or video file in {', '.join(map(str, paths))}"
-        )
-    return results

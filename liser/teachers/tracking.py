@@ -2,8 +2,8 @@
 
 A window's video soft label must come from one person. Detections of consecutive sampled frames
 are joined greedily, largest face first, to the live track whose last box overlaps most (IoU
->= ``min_iou``), or, for a face that moved fast, whose last box has a centre within half a box
-and a size within a factor of 1.5; otherwise the face starts a new track. A track dies when it
+>= ``min_iou``), or, for a face that moved fast, whose last box has its centre within one face
+width and a size within a factor of 1.5; otherwise the face starts a new track. A track dies when it
 has not been seen for ``max_gap`` seconds.
 
 The rule for several people (``main_track``): the track on screen longest, i.e. with the most
@@ -36,13 +36,13 @@ def _size(box) -> float:
 
 
 def _near(a, b) -> bool:
-    """Same face after a fast move: centres within half a box, sizes within 1.5x."""
+    """Same face after a fast move: centres within one face size, sizes within 1.5x."""
     sa, sb = _size(a), _size(b)
     if sa <= 0 or sb <= 0 or max(sa, sb) / min(sa, sb) > 1.5:
         return False
     dx = (a[0] + a[2] / 2) - (b[0] + b[2] / 2)
     dy = (a[1] + a[3] / 2) - (b[1] + b[3] / 2)
-    return float(np.hypot(dx, dy)) <= 0.5 * max(sa, sb)
+    return float(np.hypot(dx, dy)) <= max(sa, sb)
 
 
 @dataclass

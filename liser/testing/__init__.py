@@ -3,7 +3,15 @@
 encoders, checkpoints, stores, configs), ``bad_inputs.py`` (corpora of broken files)."""
 
 from .bad_inputs import BadInput, bad_audio_corpus, bad_video_corpus, long_audio, symlink_loop
-from .media import emotion_tone, emotion_tones, face_photo, face_video, shared_dir, tone
+from .media import (
+    emotion_tone,
+    emotion_tones,
+    face_photo,
+    face_video,
+    shared_dir,
+    tone,
+    two_faces_video,
+)
 from .models import (
     TinyAudioTeacher,
     TinyVideoTeacher,
@@ -21,6 +29,7 @@ __all__ = [
     "emotion_tones",
     "face_photo",
     "face_video",
+    "two_faces_video",
     "shared_dir",
     "tone",
     "TinyAudioTeacher",

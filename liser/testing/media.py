@@ -75,6 +75,41 @@ def face_video(
     return write_video(path, frames(), fps=fps, audio=audio)
 
 
+def two_faces_video(
+    path: str | Path,
+    seconds: float = 4.0,
+    fps: float = 10.0,
+    second_from: float = 2.0,
+    first_until: float | None = None,
+    size: tuple[int, int] = (240, 480),
+    audio: np.ndarray | None = None,
+) -> Path:
+    """The face photo drifting right over the left half of the frame (until ``first_until``), and
+    a second copy standing on the right half from ``second_from`` seconds on, with optional
+    16 kHz audio. size = (H, W)."""
+    import cv2
+
+    from liser.video_io import write_video
+
+    height, width = size
+    big = cv2.resize(face_photo(), (int(height * 0.6), int(height * 0.7)))
+    n = round(seconds * fps)
+
+    def frames():
+        for i in range(n):
+            frame = np.full((height, width, 3), 96, np.uint8)
+            if first_until is None or i / fps < first_until:
+                x = int((width // 2 - big.shape[1]) * (0.1 + 0.8 * i / max(n - 1, 1)))
+                y = (height - big.shape[0]) // 2
+                frame[y : y + big.shape[0], x : x + big.shape[1]] = big
+            if i / fps >= second_from:
+                x, y = width - big.shape[1] - 10, (height - big.shape[0]) // 2
+                frame[y : y + big.shape[0], x : x + big.shape[1]] = np.fliplr(big)
+            yield frame
+
+    return write_video(path, frames(), fps=fps, audio=audio)
+
+
 # --------------------------------------------------------------------------------------------
 # Toy emotion corpus and soft-label stores (training tests and benchmarks)
 
