@@ -184,8 +184,8 @@ RULES: dict[str, dict[str, Check]] = {
         seed=ge(0),
     ),
     "VideoTeacherConfig": dict(
-        frame_rate=gt(0), clip_seconds=gt(0), min_face_coverage=within(0, 1), face_margin=ge(0),
-        batch_size=ge(1), temperature=gt(0), min_face_pixels=ge(1),
+        frame_rate=gt(0), clip_seconds=gt(0), min_face_coverage=within(0, 1), face_margin=ge(-0.5),
+        batch_size=ge(1), temperature=gt(0), min_face_pixels=ge(1), detect_every=ge(1),
         pooling=one_of("mean", "max_confidence", "confidence_weighted"),
     ),
     "LabelConfig": dict(

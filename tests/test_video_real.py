@@ -2,6 +2,7 @@
 window), reasons for missing video labels, speech gating with Silero VAD in label and predict."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,3 +171,34 @@ def test_predict_marks_windows_without_speech(speech_then_silence, tmp_path):
     nothing = load(folder, device="cpu", vad="silero").predict_file(silent)
     assert nothing["label"] == "no speech" and nothing["probs"] is None
     assert json.dumps(nothing)  # plain data, still
+
+
+def test_check_video_scores_labeled_clips_per_pooling(tmp_path):
+    from typer.testing import CliRunner
+
+    from liser.cli import app
+    from liser.teachers.video_check import POOLINGS
+    from liser.testing import face_video
+
+    fer = tiny_fer_model(tmp_path / "fer")
+    for name in ("a", "b", "c"):
+        face_video(tmp_path / "clips" / f"{name}.mp4", seconds=2.0, fps=10.0)
+    pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4"], "label": ["happy", "disgusted", "contempt"]}
+                 ).to_csv(tmp_path / "clips" / "index.csv", index=False)  # fmt: skip
+    result = CliRunner().invoke(app, [
+        "teacher", "check-video", "--labels", str(tmp_path / "clips" / "index.csv"),
+        "--video-teacher", str(fer), "--face-detector", str(haar_face_detector()),
+        "--out", str(tmp_path / "report")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "check-video.json").read_text())
+    [(name, scores)] = report.items()
+    assert scores["n_scored"] == 2  # contempt is no FER class: in the confusion matrix only
+    clips = {Path(c["path"]).name: c for c in scores["clips"]}
+    assert clips["b.mp4"]["target"] == "disgust" and clips["c.mp4"]["target"] is None
+    for pooling in POOLINGS:
+        hits = [clips[n][pooling] == clips[n]["target"] for n in ("a.mp4", "b.mp4")]
+        assert scores["pooling"][pooling]["accuracy"] == pytest.approx(np.mean(hits))
+        assert sum(scores["confusion"][pooling][clips["c.mp4"][pooling]].values()) >= 1
+    assert (tmp_path / "report" / f"{name.replace(' + ', '__')}.png").read_bytes()[:4] == b"\x89PNG"
+    md = (tmp_path / "report" / "check-video.md").read_text()
+    assert "| contempt |" in md and "chance 14.3 %" in md

@@ -13,14 +13,20 @@ app = typer.Typer(help="Fit, inspect and calibrate teachers.")
 
 @app.command("check-video")
 def teacher_check_video(
-    files: list[Path] = typer.Argument(..., help="Images or videos to look at."),
-    video_teacher: str = typer.Option(..., help="FER model: .hdf5, .onnx, .pt, or folder."),
-    face_detector: str = typer.Option(..., help="Haar cascade .xml or BlazeFace .tflite."),
+    files: list[Path] = typer.Argument(None, help="Images or videos to look at."),
+    video_teacher: list[str] = typer.Option(..., help="FER model(s): .hdf5, .onnx, .pt, folder."),
+    face_detector: list[str] = typer.Option(..., help="Haar cascade .xml or BlazeFace .tflite."),
+    labels: Path | None = typer.Option(
+        None, help="CSV/Parquet of labeled clips (path, label): score every model x detector."
+    ),
+    out: Path = typer.Option(Path("check-video"), help="Report folder (with --labels)."),
     config: Path | None = typer.Option(None, help="YAML VideoTeacherConfig."),
     overrides: list[str] = typer.Option([], "--set", help="Config override key=value."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON records, not a table."),
 ) -> None:
-    """Per-face (images) or per-window (videos) FER probabilities and face boxes."""
+    """Per-face (images) or per-window (videos) FER probabilities and face boxes; with --labels,
+    accuracy per class and pooling, confusion matrices and a contact sheet for each FER model
+    and face detector."""
     import json
 
     from rich.console import Console
@@ -29,9 +35,15 @@ def teacher_check_video(
     from liser.teachers.video import check_files, check_table, load_video_teacher
 
     with errors():  # FERModelError, FaceDetectorError, ConfigError
-        teacher = load_video_teacher(
-            video_teacher, face_detector, load_config(VideoTeacherConfig, config, overrides)
-        )
+        settings = load_config(VideoTeacherConfig, config, overrides)
+        if labels is not None:
+            from liser.teachers.video_check import check_labeled
+
+            typer.echo(check_labeled(labels, video_teacher, face_detector, settings, out))
+            return
+        if not files:
+            raise ValueError("give files to look at, or --labels TABLE to score labeled clips")
+        teacher = load_video_teacher(video_teacher[0], face_detector[0], settings)
         records = check_files(teacher, files)
     if json_output:
         typer.echo(json.dumps(records, indent=1))
