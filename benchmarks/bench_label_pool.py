@@ -86,7 +86,7 @@ def main() -> None:
     pool = table_manifest(index).sample(n=args.clips, random_state=0)
     manifest = write_manifest(pool, work / "pool.parquet")
     print(f"{len(pool)} clips, {pool['duration'].sum() / 60:.1f} min of audio, {args.threads} threads, "
-          f"native bf16: {native_bf16()}")  # fmt: skip
+          f"native bf16: {native_bf16(torch.device('cpu'))}")  # fmt: skip
     for precision in args.precision:
         cache = work / f"cache-{precision}"
         for phase in ("cold", "warm"):

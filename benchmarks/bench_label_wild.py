@@ -76,7 +76,8 @@ def stages(clips, video, audio, vad) -> dict[str, float]:
         vad.frame_probs(wave)
         tick("VAD (Silero)", t)
         t = time.perf_counter()
-        boxes = [video.detector.detect(f) for f in frames]
+        boxes = [video.detector.detect(f) for f in frames[:: video.config.detect_every]]
+        boxes = [b for b in boxes for _ in range(video.config.detect_every)][: len(frames)]
         tick("face detection", t)
         size, gray = video.fer.spec.size, video.fer.spec.color == "gray"
         crops = [
@@ -106,6 +107,9 @@ def main() -> None:
     parser.add_argument("--fer", choices=("mini", "big"), default="mini")
     parser.add_argument("--detector", choices=("blazeface", "haar"), default="blazeface")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--detect-every", type=int, default=1, help="VideoTeacherConfig.detect_every"
+    )
     args = parser.parse_args()
     shared = shared_dir()
     if shared is None or not (shared / "data" / "wild-av").is_dir():
@@ -121,11 +125,11 @@ def main() -> None:
     detector = shared / "models" / "face" / (
         "face_detection_short_range.tflite" if args.detector == "blazeface"
         else "haarcascade_frontalface_default.xml")  # fmt: skip
-    video = load_video_teacher(fer, detector, VideoTeacherConfig())
+    video = load_video_teacher(fer, detector, VideoTeacherConfig(detect_every=args.detect_every))
     work = Path(tempfile.mkdtemp(prefix="liser-bench-wild-"))
     audio = load_teacher(teacher_dir, work / "cache")
     print(f"{len(clips)} clips, {seconds:.0f} s of video; {args.threads} threads; native bf16: "
-          f"{native_bf16()}; {fer.stem} + {detector.stem}; audio teacher precision "
+          f"{native_bf16(torch.device('cpu'))}; {fer.stem} + {detector.stem}; audio teacher precision "
           f"{audio.config.precision} ({audio.dtype})", flush=True)  # fmt: skip
     vad = SpeechDetector()
     for name, took in stages(clips, video, audio, vad).items():

@@ -1,4 +1,5 @@
-"""Progress bar and end-of-run summary of a labeling job."""
+"""Progress bar and end-of-run summary of a labeling job (store.json, and clips.csv: a row per
+clip)."""
 
 from __future__ import annotations
 
@@ -50,9 +51,31 @@ def summarize(job: LabelJob) -> dict:
     }
     job.header["summary"] = summary
     st.write_header(job.store_dir, job.header)
+    if shards:
+        clip_table(job.store_dir).to_csv(Path(job.store_dir) / "clips.csv", index=False)
     if job.show_progress:
         _print_summary(job, summary)
     return summary
+
+
+def clip_table(store_dir: Path):
+    """One row per clip of a store: seconds covered, windows, windows with an audio / video soft
+    label, mean speech fraction, most faces seen at once, mean face coverage, and the most
+    frequent reason a video label is missing. Written to ``clips.csv`` by ``summarize``."""
+    columns = ["clip", "start", "end", "audio_probs", "video_probs", "speech_fraction",
+               "faces_seen", "face_coverage", "video_absent"]  # fmt: skip
+    rows = job_dataset(store_dir).to_table(columns=columns).to_pandas()
+    rows["audio"] = rows.pop("audio_probs").notna()
+    rows["video"] = rows.pop("video_probs").notna()
+    table = rows.groupby("clip").agg(
+        seconds=("end", "max"), first=("start", "min"), windows=("start", "size"),
+        audio_labels=("audio", "sum"), video_labels=("video", "sum"),
+        speech=("speech_fraction", "mean"), faces_seen=("faces_seen", "max"),
+        face_coverage=("face_coverage", "mean"),
+        video_missing=("video_absent", lambda r: r.mode().iloc[0] if r.notna().any() else ""),
+    )  # fmt: skip
+    table["seconds"] = (table["seconds"] - table.pop("first")).round(2)
+    return table.round(3).reset_index()
 
 
 def job_dataset(store_dir: Path):
