@@ -244,7 +244,7 @@ class VideoTeacherConfig(_Checked):
     frame_rate: float = 5.0  # frames sampled per second of video
     clip_seconds: float = 0.5  # per-frame probabilities averaged over 0.5 s clips
     min_face_coverage: float = 0.5  # share of sampled frames with a face; below -> masked
-    face_margin: float = 0.2  # margin around the detected box, relative to its size; < 0: tighter
+    face_margin: float = 0.1  # margin around the detected box, relative to its size; < 0: tighter
     min_face_pixels: int = 24  # faces with a shorter side are dropped ("face too small")
     pooling: str = "mean"  # of a window's frames: "mean" | "max_confidence" | "confidence_weighted"
     detect_every: int = 1  # run the detector on every k-th sampled frame; boxes held in between
