@@ -36,6 +36,8 @@ def haar_cascade() -> Path:
     return path
 
 
+FACE_MARGIN = 0.2  # crop margin of the demo's FER image set, and of its video teacher when labeling
+
 class TinyFER(nn.Module):
     """Three conv blocks and a linear layer: gray crops (N, 1, 24, 24) -> logits (N, C)."""
 
@@ -69,7 +71,7 @@ def fer_image_set(
     seed: int = 0,
     stills: int = 4,
     frame_size: int = 80,
-    margin: float = 0.2,
+    margin: float = FACE_MARGIN,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A FER2013-like training set: still faces of ``n_faces`` random identities (none of them a
     corpus speaker) with every expression at random intensities, mouth openings and blinks,
@@ -176,7 +178,7 @@ def fit_video_teacher(
     n_faces: int = 80,
     epochs: int = 20,
     seed: int = 0,
-    margin: float = 0.2,
+    margin: float = FACE_MARGIN,
 ) -> dict:
     """Fit the demo's FER model on a rendered FER image set (``fer_image_set``) and save it to
     ``folder``. Returns {"path", "faces", "crops", "train_accuracy"}."""

@@ -30,9 +30,11 @@ from liser.config import (
     OptimConfig,
     StudentConfig,
     TrainConfig,
+    VideoTeacherConfig,
 )
 
 from .corpus import CLASSES, SIZES, write_corpus
+from .fer_fit import FACE_MARGIN
 
 # A 20 ms hop halves the cost of every stage against the default 10 ms; 64 mels keep the
 # harmonics of the voice (the pitch cues) resolved.
@@ -270,6 +272,7 @@ def run_demo(
         face_detector=detector,
         device="cpu",
         frontend=settings.frontend,
+        video=VideoTeacherConfig(face_margin=FACE_MARGIN),  # the crops its FER CNN was fitted on
     )
     store = out / "store"
     summary = label(out / "corpus" / "unlabeled.csv", store, label_config, progress=progress)
