@@ -195,6 +195,8 @@ def test_an_experiment_cell_distils_from_a_pool_and_a_domain_store(tmp_path):
     [more] = info["more_stores"]
     assert more["source"] == str(domain_path) and more["windows"] == len(domain)
     assert more["pseudo_clips"] == 0  # the domain's labels are the manifest's, not the fold's
+    assert more["label_agreement"]["clips"] == len(domain)  # ...and score its soft labels
+    assert "label_agreement" not in info  # the pool has no labels of its own
     [run] = list((tmp_path / "exp" / "runs").glob("*/fold-1-seed-0"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["config"]["distill"]["stores"] == [

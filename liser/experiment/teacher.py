@@ -158,6 +158,8 @@ def prepare_teacher(
         part["label_summary"] = {
             k: v for k, v in summary.items() if isinstance(v, (int, float, str))
         }
+        if summary.get("label_agreement"):  # soft labels vs the source's own labels
+            part["label_agreement"] = summary["label_agreement"]
         part.update(pseudo_label_scores(store, df, classes))
         if i == 0:
             info.update(part)
