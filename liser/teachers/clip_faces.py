@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .faces import Box, as_rgb, crop_face
+from .faces import as_rgb, crop_face
 from .tracking import main_track, track_faces
 
 DARK = 30.0  # mean luma (0-255) under which a frame is too dark to see a face
@@ -96,9 +96,17 @@ def analyze_clip(teacher, path: str, start: float = 0.0, end: float | None = Non
                 found = teacher.detector.detect(rgb)
             except ValueError:  # a malformed frame: no face, the clip goes on
                 found = []
-        kept = [b for b in found if min(b[2], b[3]) >= config.min_face_pixels]
-        small.append(len(found) - len(kept))
-        crops.append([crop_face(rgb, b, size, config.face_margin, gray) for b in kept])
+        kept, cut = [], []
+        for box in found:
+            if min(box[2], box[3]) < config.min_face_pixels:
+                continue
+            try:
+                cut.append(crop_face(rgb, box, size, config.face_margin, gray))
+                kept.append(box)
+            except ValueError:  # a held box that no longer fits this frame
+                continue
+        small.append(sum(min(b[2], b[3]) < config.min_face_pixels for b in found))
+        crops.append(cut)
         detections.append(kept)
         times.append(time)
     times = np.asarray(times, np.float64)
@@ -155,7 +163,3 @@ def _why_absent(faces: ClipFaces, inside, seen: int, coverage: float, needed: fl
     if float(faces.luma[inside].mean()) < DARK:
         return "too dark"
     return "no face"
-
-
-def box_list(box: Box | None) -> list[float] | None:
-    return None if box is None else [round(float(v), 1) for v in box[:4]]
