@@ -85,6 +85,7 @@ def test_store_from_a_table_of_opus_files_with_agreement(frozen_teacher, tmp_pat
     }
     assert (table["clips"] == 2).all()
     assert agreement["uar_shared"] == pytest.approx(100 * table["same_class"].mean(), abs=0.01)
+    assert agreement["uar_restricted"] >= agreement["uar_shared"]  # fewer classes to confuse
     assert (
         json.loads((tmp_path / "store" / "store.json").read_text())["summary"]["label_agreement"]
         == agreement

@@ -38,6 +38,7 @@ def haar_cascade() -> Path:
 
 FACE_MARGIN = 0.2  # crop margin of the demo's FER image set, and of its video teacher when labeling
 
+
 class TinyFER(nn.Module):
     """Three conv blocks and a linear layer: gray crops (N, 1, 24, 24) -> logits (N, C)."""
 

@@ -4,7 +4,9 @@ Unlabeled pools often carry their own corpus's labels, in another taxonomy (BAVE
 low/neutral/high arousal, EmoSpeech's angry/calm/fearful/happy). Those labels never train a
 student; they tell whether the teacher's soft labels mean anything on that audio. Per
 (corpus, label): clips, the teacher's mean confidence and its three most frequent top classes;
-over labels that are also teacher classes: the clip-level UAR. Written to ``agreement.csv`` in the
+over labels that are also teacher classes: the clip-level UAR of the teacher's argmax
+(``uar_shared``) and of its argmax restricted to those classes (``uar_restricted``, as ``liser
+evaluate`` scores a model on a corpus with other classes). Written to ``agreement.csv`` in the
 store and into its summary.
 """
 
@@ -68,10 +70,17 @@ def label_agreement(store_dir: Path, manifest: pd.DataFrame, classes) -> tuple[d
     table = pd.DataFrame(rows)
     shared = sorted(set(clips["label"]) & set(classes))
     recalls = [float((clips.loc[clips["label"] == c, "top"] == c).mean()) for c in shared]
+    # as `liser evaluate` scores across taxonomies: the argmax restricted to the shared classes
+    index = [classes.index(c) for c in shared]
+    scored = clips["label"].isin(shared).to_numpy()
+    restricted = np.array(shared, dtype=object)[probs[scored][:, index].argmax(1)] if index else []
+    truth = clips.loc[scored, "label"].to_numpy()
+    within = [float((restricted[truth == c] == c).mean()) for c in shared]
     summary = {
         "clips": len(clips),
         "shared_classes": shared,
         "uar_shared": round(100 * float(np.mean(recalls)), 2) if recalls else None,
+        "uar_restricted": round(100 * float(np.mean(within)), 2) if within else None,
         "mean_confidence": round(float(clips["confidence"].mean()), 3),
     }
     table.to_csv(Path(store_dir) / AGREEMENT_FILE, index=False)

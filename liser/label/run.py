@@ -94,7 +94,8 @@ def _agreement(job: LabelJob, src: Path, summary: dict) -> None:
         from rich.table import Table
 
         shown = Table(title=f"soft labels vs the manifest's own labels ({result['clips']} clips, "
-                      f"never used to train): UAR over shared classes {result['uar_shared']} %, "
+                      f"never used to train): UAR over shared classes {result['uar_shared']} % "
+                      f"({result['uar_restricted']} % with the argmax restricted to them), "
                       f"mean confidence {result['mean_confidence']}")  # fmt: skip
         for column in table.columns:
             shown.add_column(column.replace("_", " "))
