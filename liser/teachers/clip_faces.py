@@ -123,6 +123,12 @@ def analyze_clip(teacher, path: str, start: float = 0.0, end: float | None = Non
                      np.array(small, np.int16), np.array(luma, np.float32), len(tracks))  # fmt: skip
 
 
+def window_label(probs=None, coverage=None, box=None, faces_seen=None, absent=None) -> dict:
+    """One window's video label: what ``window_labels`` returns per window."""
+    return {"probs": probs, "coverage": coverage, "box": box, "faces_seen": faces_seen,
+            "absent": absent}  # fmt: skip
+
+
 def window_labels(teacher, faces: ClipFaces | None, starts, ends) -> list[dict]:
     """Per window [start, end): ``probs`` (C,) or None, ``coverage`` (share of the window's
     frames with the tracked face), ``box`` (median, pixels), ``faces_seen`` (most faces
@@ -131,13 +137,13 @@ def window_labels(teacher, faces: ClipFaces | None, starts, ends) -> list[dict]:
     out = []
     for start, end in zip(starts, ends, strict=True):
         if faces is None:
-            out.append({"probs": None, "coverage": None, "box": None, "faces_seen": None,
-                        "absent": "no video stream"})  # fmt: skip
+            out.append(window_label(absent="no video stream"))
             continue
         inside = (faces.times >= start - 1e-9) & (faces.times < end - 1e-9)
         if not inside.any():
-            out.append({"probs": None, "coverage": 0.0, "box": None, "faces_seen": 0,
-                        "absent": "no video frames in this window"})  # fmt: skip
+            out.append(
+                window_label(coverage=0.0, faces_seen=0, absent="no video frames in this window")
+            )
             continue
         probs, coverage = pool_window(faces.times[inside], faces.probs[inside],
                                       config.clip_seconds, config.min_face_coverage,
@@ -148,8 +154,7 @@ def window_labels(teacher, faces: ClipFaces | None, starts, ends) -> list[dict]:
         absent = None
         if probs is None:
             absent = _why_absent(faces, inside, seen, coverage, config.min_face_coverage)
-        out.append({"probs": probs, "coverage": coverage, "box": box, "faces_seen": seen,
-                    "absent": absent})  # fmt: skip
+        out.append(window_label(probs, coverage, box, seen, absent))
     return out
 
 

@@ -77,18 +77,18 @@ class TinyVideoTeacher:
         return np.array([s[0] for s in seen]), [s[1] for s in seen], [s[2] for s in seen]
 
     def window_labels(self, faces, starts, ends) -> list[dict]:
+        from liser.teachers.clip_faces import window_label
+
         out = []
         for start, end in zip(starts, ends, strict=True):
             if faces is None:
-                out.append({"probs": None, "coverage": None, "box": None, "faces_seen": None,
-                            "absent": "no video stream"})  # fmt: skip
+                out.append(window_label(absent="no video stream"))
                 continue
             times, flags, probs = faces
             inside = np.flatnonzero((times >= start - 1e-9) & (times < end - 1e-9))
             p, coverage = self._pool([flags[i] for i in inside], [probs[i] for i in inside])
-            out.append({"probs": p, "coverage": coverage, "box": None,
-                        "faces_seen": int(any(flags[i] for i in inside)),
-                        "absent": None if p is not None else "no face"})  # fmt: skip
+            seen = int(any(flags[i] for i in inside))
+            out.append(window_label(p, coverage, None, seen, None if p is not None else "no face"))
         return out
 
 
