@@ -25,8 +25,8 @@ MODEL_FILE = "silero_vad_16k_sequence.onnx"
 BLOCK_FRAMES = 512  # frames per ONNX call (~16.4 s)
 
 
-class VADError(RuntimeError):
-    pass
+class VADError(ValueError):
+    """A speech detector that cannot be used; the message says why."""
 
 
 def silero_model_path() -> Path:
@@ -95,4 +95,11 @@ def load_speech_detector(spec: str, threshold: float = 0.5) -> SpeechDetector | 
     the sequence model's inputs (input, h, c)."""
     if not spec:
         return None
-    return SpeechDetector(None if spec == "silero" else spec, threshold)
+    if spec != "silero" and not Path(spec).expanduser().is_file():
+        raise VADError(f"VAD '{spec}': give 'silero' (the silero-vad package) or an ONNX file")
+    try:
+        return SpeechDetector(None if spec == "silero" else Path(spec).expanduser(), threshold)
+    except VADError:
+        raise
+    except Exception as error:  # onnxruntime: not an ONNX model, or not Silero's
+        raise VADError(f"VAD '{spec}': cannot be loaded ({type(error).__name__}: {error})") from None

@@ -57,6 +57,7 @@ def label(
         _check_unavailable(header, audio, video, todo)
         st.write_header(store_dir, header)
         job = LabelJob(store_dir, config, header, audio, video, todo, progress)
+        _ = job.vad  # a speech detector that cannot be loaded fails before any clip
         for folder, reason in unreadable:
             job.skip(Clip(str(folder), str(folder)), reason)
         from .relabel import relabel_stale
