@@ -202,3 +202,20 @@ def test_check_video_scores_labeled_clips_per_pooling(tmp_path):
     assert (tmp_path / "report" / f"{name.replace(' + ', '__')}.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "report" / "check-video.md").read_text()
     assert "| contempt |" in md and "chance 14.3 %" in md
+
+
+def test_a_vad_that_cannot_be_used_is_a_clear_error(tmp_path):
+    from liser.label import label
+    from liser.vad import VADError, load_speech_detector
+
+    assert load_speech_detector("") is None
+    with pytest.raises(VADError, match="give 'silero'"):
+        load_speech_detector("no-such-model.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(VADError, match="cannot be loaded"):
+        load_speech_detector(str(tmp_path / "bad.onnx"))
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(1.5, 220.0), 16000)
+    with pytest.raises(VADError):  # before any clip is labeled
+        label(wav, tmp_path / "store", LabelConfig(vad=str(tmp_path / "bad.onnx")), progress=False)
+    assert not list((tmp_path / "store").glob("shards/*.parquet"))
