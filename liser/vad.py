@@ -102,4 +102,6 @@ def load_speech_detector(spec: str, threshold: float = 0.5) -> SpeechDetector | 
     except VADError:
         raise
     except Exception as error:  # onnxruntime: not an ONNX model, or not Silero's
-        raise VADError(f"VAD '{spec}': cannot be loaded ({type(error).__name__}: {error})") from None
+        raise VADError(
+            f"VAD '{spec}': cannot be loaded ({type(error).__name__}: {error})"
+        ) from None

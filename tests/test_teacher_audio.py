@@ -93,6 +93,11 @@ def test_frozen_head_uses_the_feature_cache(hubert, tones, tmp_path):
     first = {p: p.stat().st_mtime_ns for p in cached}
     fit_audio_teacher(config, progress=False)  # a second fit reads the cache, writes nothing
     assert {p: p.stat().st_mtime_ns for p in cached} == first
+    # bf16 encoder outputs are not fp32 ones: another precision gets a cache of its own
+    fit_audio_teacher(
+        AudioTeacherConfig(**{**config.__dict__, "precision": "bf16"}), progress=False
+    )
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 2 * len(cached)
 
 
 def test_lora_in_top_layers_of_whisper_resumes(tones, tmp_path):

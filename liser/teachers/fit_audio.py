@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from liser.config import AudioTeacherConfig, replace, save_config, to_dict
 from liser.constants import SAMPLE_RATE
-from liser.devices import autocast_dtype, resolve_device
+from liser.devices import autocast_dtype, precision_name, resolve_device
 
 from .audio import EncoderTeacher, PoolingHead, apply_lora, load_audio_encoder, save_fitted_teacher
 from .base import autocast, write_calibration
@@ -55,7 +55,7 @@ def fit_audio_teacher(config: AudioTeacherConfig, progress: bool = True) -> Path
     encoder.to(device)
     window = round(config.window_seconds * SAMPLE_RATE)
     hop = round(config.hop_seconds * SAMPLE_RATE)
-    cache = _cache_dir(config, fingerprint, "pooled") if config.freeze_encoder else None
+    cache = _cache_dir(config, fingerprint, "pooled", device) if config.freeze_encoder else None
     data = {
         k: Clips.load(splits[k], classes, window, hop, progress, cache)
         for k in ("train", "val", "test")
@@ -238,7 +238,7 @@ def _fit_lora(teacher, data, config, fingerprint, progress, out: Path) -> dict:
     split_at = encoder.n_hidden - 1 - top if 0 < top < encoder.n_hidden - 1 else 0
     cached = split_at > 0 and hasattr(encoder, "run_layers") and bool(config.cache_dir)
     if cached:
-        cache = _cache_dir(config, fingerprint, f"lower{split_at}")
+        cache = _cache_dir(config, fingerprint, f"lower{split_at}", device)
         lower = {
             k: lower_layer_cache(encoder, v, split_at, cache, progress) for k, v in data.items()
         }
@@ -375,8 +375,12 @@ def _lora(encoder) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in encoder.state_dict().items() if "lora_" in k}
 
 
-def _cache_dir(config: AudioTeacherConfig, fingerprint: str, kind: str) -> Path | None:
+def _cache_dir(config: AudioTeacherConfig, fingerprint: str, kind: str, device) -> Path | None:
+    """The cache folder of one encoder, window layout, precision (bf16 and fp32 outputs differ)
+    and kind of cached output."""
     if not config.cache_dir:
         return None
+    precision = precision_name(autocast_dtype(device, config.precision))
     key = f"{fingerprint}|{config.window_seconds}|{config.hop_seconds}|{config.whisper_pad_30s}|{kind}"
+    key += "" if precision == "fp32" else f"|{precision}"  # fp32 caches made before stay valid
     return Path(config.cache_dir).expanduser() / hashlib.sha1(key.encode()).hexdigest()[:16]
