@@ -5,9 +5,8 @@ The package's batched "sequence" ONNX model gives one speech probability per 32 
 from block to block, so a file is one ONNX call per ~16 s. Nothing is downloaded: the model file
 ships inside the package, found without importing it (its ``__init__`` pulls in torch helpers).
 
-``speech_fractions(probs, starts, ends)`` turns frame probabilities into the share of each
-window's frames that hold speech: the store's ``speech_fraction`` and ``predict``'s no-speech
-marking.
+``fraction(samples)`` is the share of a window's frames that hold speech: the store's
+``speech_fraction`` and ``predict``'s no-speech marking.
 """
 
 from __future__ import annotations
@@ -78,16 +77,10 @@ class SpeechDetector:
             out.append(np.asarray(probs, np.float32).reshape(-1))
         return np.concatenate(out)
 
-    def speech_fractions(self, probs: np.ndarray, starts, ends) -> np.ndarray:
-        """Share of the frames in each window [start, end) seconds (relative to the start of
-        the audio given to ``frame_probs``) whose probability reaches the threshold."""
-        speech = np.asarray(probs) >= self.threshold
-        out = np.zeros(len(starts), np.float32)
-        for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
-            first = max(0, int(np.floor(start / FRAME_SECONDS + 1e-6)))
-            last = min(len(speech), int(np.ceil(end / FRAME_SECONDS - 1e-6)))
-            out[i] = float(speech[first:last].mean()) if last > first else 0.0
-        return out
+    def fraction(self, samples: np.ndarray) -> float:
+        """Share of the 32 ms frames of ``samples`` (a window's own audio) that hold speech."""
+        probs = self.frame_probs(samples)
+        return float((probs >= self.threshold).mean()) if len(probs) else 0.0
 
 
 def load_speech_detector(spec: str, threshold: float = 0.5) -> SpeechDetector | None:

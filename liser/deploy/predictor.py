@@ -200,8 +200,7 @@ class Predictor:
         for start, samples in iter_windows(counted(), self.spec, self.frontend.sample_rate):
             spans.append((start, start + len(samples)))
             if self.vad is not None:
-                frames = self.vad.frame_probs(samples)
-                speech.append(float((frames >= self.vad.threshold).mean()))
+                speech.append(self.vad.fraction(samples))
             batch.append(fit_window(samples, self.window, self.frontend.pad))
             if len(batch) == self.batch_size:
                 probs.append(self.window_probs(np.stack(batch)))

@@ -259,25 +259,19 @@ def pseudo_label_scores(store: Path, df: pd.DataFrame, classes) -> dict:
     """How good the store's audio soft labels are on clips whose labels are known to the manifest
     ``df`` (whole files): each clip's windows averaged, argmax against the label. Returns
     ``pseudo_uar`` (None when no clip is known) and ``pseudo_clips``."""
-    import pyarrow.dataset as ds
-
+    from liser.label.agreement import clip_probs
     from liser.store import open_store
 
     audio_classes = open_store(store).audio_classes
-    shards = Path(store) / "shards"
-    if not audio_classes or not shards.is_dir():
+    if not audio_classes:
         return {"pseudo_uar": None, "pseudo_clips": 0}
-    table = ds.dataset(shards, format="parquet").to_table(columns=["clip", "audio_probs"])
-    rows = table.to_pandas()
-    rows = rows[rows["audio_probs"].notna()]
     known = df[df["label"].notna()].drop_duplicates("path").set_index("path")["label"]
-    rows = rows[rows["clip"].isin(known.index)]
-    if rows.empty:
+    means = clip_probs(store)
+    means = means[means["clip"].isin(known.index)]
+    if means.empty:
         return {"pseudo_uar": None, "pseudo_clips": 0}
-    rows = rows.assign(probs=[np.asarray(p, np.float32) for p in rows["audio_probs"]])
-    means = rows.groupby("clip")["probs"].apply(lambda p: np.mean(np.stack(p.tolist()), 0))
-    probs = np.stack(means.tolist())
-    uar = _uar(probs, known.loc[means.index].to_numpy(), audio_classes, classes)
+    probs = np.stack(means["probs"].tolist())
+    uar = _uar(probs, known.loc[means["clip"]].to_numpy(), audio_classes, classes)
     return {"pseudo_uar": uar, "pseudo_clips": len(means)}
 
 

@@ -194,7 +194,7 @@ def clip_windows(
         else:
             rows.update(video_columns(video_teacher, faces, starts, ends))
         if vad is not None:
-            rows["speech_fraction"] = [speech_fraction(vad, w[3][: w[2]]) for w in windows]
+            rows["speech_fraction"] = [vad.fraction(w[3][: w[2]]) for w in windows]
         rows["wave"] = waves
         yield rows
 
@@ -215,12 +215,6 @@ def features_bytes(logmel, waves: np.ndarray) -> list[bytes]:
     with torch.inference_mode():
         mel = compute(torch.from_numpy(waves)).numpy().astype(np.float16)
     return [np.ascontiguousarray(m).tobytes() for m in mel]
-
-
-def speech_fraction(vad, samples: np.ndarray) -> float:
-    """Share of the 32 ms frames of ``samples`` (a window's real audio) that hold speech."""
-    probs = vad.frame_probs(samples)
-    return float((probs >= vad.threshold).mean()) if len(probs) else 0.0
 
 
 def audio_columns(teacher, waves: np.ndarray, batch_size: int, speech=None, min_speech=0.0) -> dict:
