@@ -3,13 +3,17 @@ end to end, with both real teachers.
 
     python benchmarks/bench_label_wild.py [--threads 2] [--teacher DIR] [--fer mini|big]
                                           [--detector blazeface|haar] [--repeats 1]
+                                          [--detect-every 1] [--no-fast-decode]
+                                          [--precision auto|fp32|bf16]
 
 Stages, each timed over every clip (the others' work done outside the clock where it feeds them):
 decode audio (16 kHz), decode + sample frames (5 fps), Silero VAD, face detection, FER on the
 tracked crops, the Whisper-base audio teacher on the 3 s windows; then ``liser label`` end to end
 (both teachers + VAD) into a fresh store. The audio teacher: ``--teacher`` (a fitted teacher
 folder) or Whisper-base from ``$LISER_WHISPER_DIR`` / ``~/.cache/liser/whisper-base`` with an
-untrained layer-3 head (same speed). Real-time factor = seconds of video / wall seconds.
+untrained layer-3 head (same speed). Real-time factor = seconds of video / wall seconds. An AVX2-only machine, approximately, on an
+AVX512 one: ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 ... --precision fp32`` (torch's
+kernels only; ONNX Runtime and LiteRT still pick their own).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from liser.video_io import iter_frames, probe
 from liser.windows import WindowCutter, WindowSpec
 
 
-def load_teacher(folder: str, cache: Path):
+def load_teacher(folder: str, cache: Path, precision: str = "auto"):
     """A fitted teacher folder, or a raw Whisper folder with an untrained head."""
     from liser.teachers.audio import (
         EncoderTeacher,
@@ -46,14 +50,16 @@ def load_teacher(folder: str, cache: Path):
     )
 
     if (Path(folder) / "teacher.json").is_file():
-        teacher = load_fitted_teacher(Path(folder), torch.device("cpu"))
+        teacher = load_fitted_teacher(Path(folder), torch.device("cpu"), precision)
         teacher.window_cache = None  # every window through the encoder: that is the cost
         return teacher
     from liser.config import AudioTeacherConfig
 
     encoder, fingerprint = load_audio_encoder(folder)
     head = PoolingHead(encoder.n_hidden, encoder.dim, 8, "3")
-    config = AudioTeacherConfig(spec=folder, freeze_encoder=True, layer="3", cache_dir="")
+    config = AudioTeacherConfig(
+        spec=folder, freeze_encoder=True, layer="3", cache_dir="", precision=precision
+    )
     classes = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
     return EncoderTeacher(encoder, head, classes, f"{fingerprint}+bench", config, "cpu").eval()
 
@@ -70,7 +76,8 @@ def stages(clips, video, audio, vad) -> dict[str, float]:
         wave = load_audio(clip.path, 16000, allow_silent=True)
         tick("decode audio", t)
         t = time.perf_counter()
-        frames = [as_rgb(f) for _, f in iter_frames(clip.path, video.config.frame_rate)]
+        sampled = iter_frames(clip.path, video.config.frame_rate, fast=video.config.fast_decode)
+        frames = [as_rgb(f) for _, f in sampled]
         tick("decode + sample frames", t)
         t = time.perf_counter()
         vad.frame_probs(wave)
@@ -110,6 +117,14 @@ def main() -> None:
     parser.add_argument(
         "--detect-every", type=int, default=1, help="VideoTeacherConfig.detect_every"
     )
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16"),
+        help="the audio teacher's (auto: bf16 where native)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fast-decode", action=argparse.BooleanOptionalAction, default=True,
+        help="VideoTeacherConfig.fast_decode",
+    )  # fmt: skip
     args = parser.parse_args()
     shared = shared_dir()
     if shared is None or not (shared / "data" / "wild-av").is_dir():
@@ -125,9 +140,13 @@ def main() -> None:
     detector = shared / "models" / "face" / (
         "face_detection_short_range.tflite" if args.detector == "blazeface"
         else "haarcascade_frontalface_default.xml")  # fmt: skip
-    video = load_video_teacher(fer, detector, VideoTeacherConfig(detect_every=args.detect_every))
+    video = load_video_teacher(
+        fer,
+        detector,
+        VideoTeacherConfig(detect_every=args.detect_every, fast_decode=args.fast_decode),
+    )
     work = Path(tempfile.mkdtemp(prefix="liser-bench-wild-"))
-    audio = load_teacher(teacher_dir, work / "cache")
+    audio = load_teacher(teacher_dir, work / "cache", args.precision)
     print(f"{len(clips)} clips, {seconds:.0f} s of video; {args.threads} threads; native bf16: "
           f"{native_bf16(torch.device('cpu'))}; {fer.stem} + {detector.stem}; audio teacher precision "
           f"{audio.config.precision} ({audio.dtype})", flush=True)  # fmt: skip

@@ -157,6 +157,11 @@ class DistillConfig(_Checked):
     stage1_epochs: int = 20  # two-stage: epochs of distillation before fine-tuning on labels
     unlabeled_ratio: float = 1.0  # unlabeled windows per labeled clip in each step
     teachers: str = "both"  # "both" | "audio" | "video"
+    # "head": the video-distillation head learns the video teacher's classes (paper);
+    # "classes": its probabilities mapped by class name onto the target classes and distilled
+    # into the supervised head (FER's disgust -> disgust, fear -> fearful, ...; others dropped)
+    video_target: str = "head"
+    video_map: tuple[str, ...] = ()  # extra "fer_class=target" pairs for "classes" ("fear=" drops)
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,12 @@ class VideoTeacherConfig(_Checked):
     face_margin: float = 0.1  # margin around the detected box, relative to its size; < 0: tighter
     min_face_pixels: int = 24  # faces with a shorter side are dropped ("face too small")
     pooling: str = "mean"  # of a window's frames: "mean" | "max_confidence" | "confidence_weighted"
-    detect_every: int = 1  # run the detector on every k-th sampled frame; boxes held in between
+    detect_every: int = 2  # run the detector on every k-th sampled frame; boxes held in between
+    prior: str = (
+        ""  # the FER model's training class frequencies, divided out: "fer2013" | "p1,p2,.."
+    )
+    mirror: bool = False  # also classify each crop mirrored left-right; mean of both
+    fast_decode: bool = True  # skip deblocking and unreferenced B-frames (video_io.iter_frames)
     batch_size: int = 64
     temperature: float = 1.0  # fitted by calibration; 1.0 = uncalibrated
 

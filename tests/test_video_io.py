@@ -154,3 +154,18 @@ def test_damaged_packets_are_skipped_and_decoding_resumes(tmp_path):
     truncated.write_bytes(bytes(data[: len(data) // 2]))  # the mp4 index is lost
     with pytest.raises(VideoError, match="truncated.mp4"):
         read_frames(truncated, 2.0)
+
+
+def test_fast_decoding_samples_the_same_times_from_a_frame_at_most_a_few_earlier(tmp_path):
+    path = write_video(tmp_path / "ramp.mp4", ramp_frames(60), fps=25)  # libx264: has B-frames
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.has_b_frames  # so frames are skipped
+    exact_times, exact = read_frames(path, frame_rate=5.0)
+    fast_times, fast = read_frames(path, frame_rate=5.0, fast=True)
+    np.testing.assert_allclose(fast_times, exact_times)
+    exact_index = np.array([f[20:28, 28:36].mean() for f in exact]) / 4
+    fast_index = np.array([f[20:28, 28:36].mean() for f in fast]) / 4
+    np.testing.assert_allclose(exact_index, np.arange(0, 60, 5), atol=1)
+    behind = exact_index - fast_index
+    assert behind.min() >= -1 and behind.max() <= 4  # the last decoded frame shown at that time
+    assert (np.abs(behind) > 1).any()  # some unreferenced frames were indeed skipped

@@ -166,3 +166,39 @@ def test_real_whisper_matches_ctranslate2(shared):
         )
         assert expected.shape == tuple(hidden[-1].shape)
         assert np.abs(hidden[-1].numpy() - expected).max() < 5e-3 * np.abs(expected).max()
+
+
+def test_a_head_on_one_layer_runs_only_the_layers_below_it(tmp_path):
+    from liser.config import AudioTeacherConfig
+    from liser.teachers.audio import EncoderTeacher, PoolingHead
+
+    folder = tiny_whisper_ct2(tmp_path, n_layers=3)
+    encoder = load_whisper_encoder(folder)
+    waves = torch.from_numpy(np.stack([tone(3.0, 300.0), tone(3.0, 520.0)]))
+    lengths = torch.tensor([48000, 30000])
+    ran = []
+    for layer in encoder.layers:
+        layer.register_forward_hook(lambda *_: ran.append(1))
+    with torch.no_grad():
+        full, mask = encoder(waves, lengths)
+        ran.clear()
+        part, part_mask = encoder(waves, lengths, depth=2)
+    assert len(ran) == 2 and part.shape[0] == 3 and torch.equal(mask, part_mask)
+    assert torch.allclose(part, full[:3], atol=1e-6)  # below the last layer: no final layer norm
+
+    def teacher(layer: str) -> EncoderTeacher:
+        torch.manual_seed(0)
+        head = PoolingHead(encoder.n_hidden, encoder.dim, 4, layer).eval()
+        head.norm.running_mean.uniform_(-1, 1)
+        head.norm.running_var.uniform_(0.5, 2)
+        config = AudioTeacherConfig(spec=str(folder), layer=layer, precision="fp32")
+        return EncoderTeacher(encoder, head, "abcd", "x", config).eval()
+
+    for layer, layers_run in (("1", 1), ("2", 2), ("3", 3), ("last", 3), ("weighted", 3)):
+        one = teacher(layer)
+        ran.clear()
+        with torch.no_grad():
+            got = one.logits(waves, lengths)
+            assert len(ran) == layers_run * 1
+            want = one.head(one.head.pool(*encoder(waves, lengths)))
+        assert torch.allclose(got, want, atol=1e-5), layer

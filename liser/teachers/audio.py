@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from liser.config import AudioTeacherConfig, from_dict, to_dict
 from liser.devices import autocast_dtype, precision_name
@@ -205,6 +206,12 @@ class PoolingHead(nn.Module):
         pooled = (hidden.float() * m).sum(2) / m.sum(2).clamp_min(1.0)
         return pooled.transpose(0, 1)
 
+    @property
+    def depth(self) -> int | None:
+        """Encoder layers this head reads (one integer layer below the last), else None: all."""
+        k = int(self.layer) if self.layer.lstrip("-").isdigit() else -1
+        return k if 0 <= k < self.layer_logits.numel() - 1 else None
+
     def layer_weights(self) -> torch.Tensor:
         return torch.softmax(self.layer_logits.float(), 0)
 
@@ -254,11 +261,22 @@ class EncoderTeacher(Teacher):
         self._cache_at = (Path(folder), encoder_fingerprint)
         precision = precision_name(self.dtype)
         salt = f"{encoder_fingerprint}|{precision}|{self.config.whisper_pad_30s}"
+        if self._depth() is not None:  # entries hold only the layers run (the rest are zeros)
+            salt += f"|depth={self._depth()}"
         self.window_cache = WindowCache(folder, salt)
 
+    def _depth(self) -> int | None:
+        """Layers to run: all, unless the head reads one layer and the encoder can stop there."""
+        return self.head.depth if getattr(self.encoder, "stops_early", False) else None
+
     def _pooled(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        hidden, mask = self.encoder(waves, lengths)
-        return self.head.pool(hidden, mask)
+        depth = self._depth()
+        if depth is None:
+            hidden, mask = self.encoder(waves, lengths)
+            return self.head.pool(hidden, mask)
+        pooled = self.head.pool(*self.encoder(waves, lengths, depth=depth))
+        unused = self.head.layer_logits.numel() - pooled.shape[1]  # layers the head never reads
+        return F.pad(pooled, (0, 0, 0, unused))
 
     def logits(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.window_cache is None:

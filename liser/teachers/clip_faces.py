@@ -88,7 +88,8 @@ def analyze_clip(teacher, path: str, start: float = 0.0, end: float | None = Non
     times, detections, crops, small, luma = [], [], [], [], []
     gray, size = teacher.fer.spec.color == "gray", teacher.fer.spec.size
     found: list = []
-    for index, (time, frame) in enumerate(iter_frames(path, config.frame_rate, start, end)):
+    frames = iter_frames(path, config.frame_rate, start, end, config.fast_decode)
+    for index, (time, frame) in enumerate(frames):
         rgb = as_rgb(frame)
         luma.append(float(rgb[::4, ::4].mean()))
         if index % config.detect_every == 0:  # else the last frame's boxes, held

@@ -30,6 +30,7 @@ class VideoTeacher:
     def __init__(self, fer: FERModel, detector, config: VideoTeacherConfig):
         self.fer, self.detector, self.config = fer, detector, config
         self.classes: tuple[str, ...] = fer.classes
+        self.prior = class_prior(config.prior, self.classes)
         settings = {
             "fer": fer.fingerprint,
             "detector": [type(detector).__name__, getattr(detector, "fingerprint", "")],
@@ -64,13 +65,25 @@ class VideoTeacher:
         )
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
-        """Face crops -> probabilities (N, C) with the configured temperature, in batches."""
-        size = max(1, self.config.batch_size)
-        parts = [
-            self.fer.predict(crops[i : i + size], self.config.temperature)
-            for i in range(0, len(crops), size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
+        """Face crops -> probabilities (N, C) with the configured temperature, in batches; with
+        ``config.mirror`` the mean of each crop's and its left-right mirror's probabilities."""
+        size = max(1, self.config.batch_size // (2 if self.config.mirror else 1))
+        parts = []
+        for i in range(0, len(crops), size):
+            batch = crops[i : i + size]
+            if self.config.mirror:
+                both = self.fer.predict(np.concatenate([batch, batch[:, :, ::-1]]),
+                                        self.config.temperature)  # fmt: skip
+                parts.append((both[: len(batch)] + both[len(batch) :]) / 2)
+            else:
+                parts.append(self.fer.predict(batch, self.config.temperature))
+        if not parts:
+            return np.zeros((0, len(self.classes)), np.float32)
+        probs = np.concatenate(parts)
+        if self.prior is not None:  # label shift to a uniform prior: p(c|x) / p_train(c)
+            probs = probs / self.prior
+            probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+        return probs
 
     def frame_probabilities(
         self, frames: Sequence[np.ndarray]
@@ -241,3 +254,30 @@ def check_table(records: list[dict], classes: Sequence[str]):
         cells = [f"{probs[c]:.2f}" if probs else "" for c in classes]
         table.add_row(Path(r["file"]).name, where, box, faces, top, *cells)
     return table
+
+
+# FER2013's training set (Goodfellow et al. 2013, 28,709 faces): how often each class occurs.
+FER2013_TRAIN_COUNTS = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830,
+                        "surprise": 3171, "neutral": 4965}  # fmt: skip
+
+
+def class_prior(spec: str, classes: Sequence[str]) -> np.ndarray | None:
+    """The FER model's training class frequencies in ``classes`` order, from
+    ``VideoTeacherConfig.prior``: "" (none), "fer2013", or one number per class ("0.1,0.2,...")."""
+    if not spec:
+        return None
+    if spec.lower() == "fer2013":
+        missing = [c for c in classes if c not in FER2013_TRAIN_COUNTS]
+        if missing:
+            raise ValueError(f"prior 'fer2013' has no class {missing} (model classes {classes})")
+        counts = np.array([FER2013_TRAIN_COUNTS[c] for c in classes], np.float64)
+    else:
+        try:
+            counts = np.array([float(v) for v in spec.split(",")], np.float64)
+        except ValueError as error:
+            raise ValueError(f"prior must be '', 'fer2013' or numbers, not {spec!r}") from error
+        if len(counts) != len(classes) or (counts <= 0).any():
+            raise ValueError(
+                f"prior needs {len(classes)} positive numbers (classes {classes}), got {spec!r}"
+            )
+    return (counts / counts.sum()).astype(np.float32)

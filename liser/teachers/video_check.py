@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from liser.constants import FER_ALIASES
+
 from .clip_faces import pool_window
 
 POOLINGS = ("mean", "max_confidence", "confidence_weighted")
-ALIASES = {"disgusted": "disgust", "fearful": "fear", "surprised": "surprise",
-           "happiness": "happy", "sadness": "sad", "anger": "angry"}  # fmt: skip
 
 
 def fer_class(label: str, classes) -> str | None:
     """The FER class a corpus label names, or None."""
     label = str(label).lower()
-    label = ALIASES.get(label, label)
+    label = FER_ALIASES.get(label, label)
     return label if label in classes else None
 
 
@@ -120,7 +120,7 @@ def contact_sheet(teacher, df: pd.DataFrame, faces_of: dict, out: Path, per_clip
     )
     for row, (path, label) in enumerate(zip(df["path"], df["label"], strict=True)):
         faces = faces_of[path]
-        times, frames = read_frames(path, rate)
+        times, frames = read_frames(path, rate, fast=teacher.config.fast_decode)
         picks = np.linspace(0, len(frames) - 1, per_clip).round().astype(int) if frames else []
         for col, ax in enumerate(axes[row]):
             ax.axis("off")

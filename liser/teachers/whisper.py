@@ -93,6 +93,7 @@ class WhisperAudioEncoder(nn.Module):
             self.encoder = WhisperEncoder(config)
         self.n_hidden = dims.n_layers + 1
         self.dim = dims.d_model
+        self.stops_early = True  # forward(depth=k) runs only the first k layers
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -121,19 +122,28 @@ class WhisperAudioEncoder(nn.Module):
         mask = torch.arange(x.shape[1], device=x.device)[None, :] < valid[:, None]
         return x, mask
 
-    def run_layers(self, x: torch.Tensor, start: int = 0) -> list[torch.Tensor]:
-        """Layers ``start..L-1`` on their input (B, T, D) -> each one's output; the last one
-        after the final layer norm (as transformers' ``hidden_states``)."""
+    def run_layers(
+        self, x: torch.Tensor, start: int = 0, stop: int | None = None
+    ) -> list[torch.Tensor]:
+        """Layers ``start..stop-1`` (default: to the last) on their input (B, T, D) -> each one's
+        output; the last layer's after the final layer norm (as transformers' ``hidden_states``)."""
+        n_layers = len(self.encoder.layers)
+        stop = n_layers if stop is None else min(stop, n_layers)
         out = []
-        for layer in self.encoder.layers[start:]:
+        for layer in self.encoder.layers[start:stop]:
             x = layer(x, None)
             out.append(x)
-        out[-1] = self.encoder.layer_norm(out[-1])
+        if stop == n_layers:
+            out[-1] = self.encoder.layer_norm(out[-1])
         return out
 
-    def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None):
+    def forward(
+        self, waves: torch.Tensor, lengths: torch.Tensor | None = None, depth: int | None = None
+    ):
+        """``depth``: run only the first ``depth`` layers (a head that reads layer ``depth``
+        needs no more); ``hidden`` then has ``depth + 1`` entries."""
         x, mask = self.embed(waves, lengths)
-        return torch.stack([x, *self.run_layers(x)]), mask
+        return torch.stack([x, *self.run_layers(x, stop=depth)]), mask
 
 
 def load_whisper_encoder(folder: str | Path, pad_30s: bool = False) -> WhisperAudioEncoder:

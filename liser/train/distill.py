@@ -116,3 +116,60 @@ def unlabeled_stream(config, normalise) -> tuple[UnlabeledStream | None, dict[st
     if not any(use.values()):
         raise ValueError("distill.stores are set but no teacher is used (weights 0?)")
     return stream, use
+
+
+def class_map(teacher: tuple[str, ...], student: tuple[str, ...], extra=()) -> torch.Tensor:
+    """(len(teacher), len(student)) 0/1 matrix putting each teacher class on the student class
+    of the same name (FER words and corpus words alike: fear = fearful); ``extra``: more
+    ``"teacher=student"`` pairs (``"fear="``: dropped). ValueError when nothing maps."""
+    from liser.constants import FER_ALIASES
+    from liser.evaluate.taxonomy import parse_mapping
+
+    def word(name: str) -> str:
+        return FER_ALIASES.get(name.lower(), name.lower())
+
+    explicit = parse_mapping(list(extra))
+    index = {word(c): j for j, c in enumerate(student)}
+    matrix = torch.zeros(len(teacher), len(student))
+    for i, name in enumerate(teacher):
+        target = explicit.get(name.lower(), name) if name.lower() in explicit else name
+        if target is not None and word(target) in index:
+            matrix[i, index[word(target)]] = 1.0
+    if not matrix.any():
+        raise ValueError(f"no video teacher class {list(teacher)} maps onto {list(student)}")
+    return matrix
+
+
+class DistillTerms:
+    """The distillation terms of one step: ``terms(out, batch, labeled) -> {kind: loss}`` for the
+    teachers in ``use``, each on the unlabeled rows ``out[kind][labeled:]`` (or, for the video
+    teacher with ``video_target: classes``, on the supervised head with mapped soft labels)."""
+
+    def __init__(self, distill, use: dict, classes: tuple[str, ...], video_classes=()):
+        if distill.video_target not in ("head", "classes"):
+            raise ValueError(f"distill.video_target must be 'head' or 'classes', "
+                             f"not {distill.video_target!r}")  # fmt: skip
+        self.distill, self.use = distill, use
+        self.map = None
+        if use.get("video") and distill.video_target == "classes":
+            self.map = class_map(tuple(video_classes), tuple(classes), distill.video_map)
+
+    def __call__(self, out: dict, batch: dict, labeled: int) -> dict[str, torch.Tensor]:
+        terms = {}
+        for kind in ("audio", "video"):
+            if not self.use[kind]:
+                continue
+            head, probs = out[kind][labeled:], batch[f"{kind}_probs"].to(out[kind].device)
+            mask = batch[f"{kind}_mask"].to(head.device)
+            if kind == "video" and self.map is not None:
+                head = out["logits"][labeled:]
+                probs = probs.float() @ self.map.to(head.device)
+                mass = probs.sum(1, keepdim=True)
+                mask = mask & (mass[:, 0] > 1e-6)  # all the teacher's mass on dropped classes
+                probs = probs / mass.clamp_min(1e-6)
+            d = self.distill
+            loss = DistillationLoss(
+                d.loss, d.weighting, d.temperature, batch[f"{kind}_temperature"]
+            )
+            terms[kind] = loss(head, probs, mask)
+        return terms

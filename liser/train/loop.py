@@ -20,9 +20,9 @@ from liser.devices import resolve_precision
 from liser.files import write_json
 
 from . import data as D
-from .distill import unlabeled_stream
+from .distill import DistillTerms, unlabeled_stream
 from .distributed import broadcast_floats, mean_over_processes, resolve_device, share
-from .losses import DistillationLoss, SupervisedLoss, class_weights
+from .losses import SupervisedLoss, class_weights
 from .optim import build_optimizer, weight_average
 from .scores import score_other_corpora
 from .state import STATE_JSON, STATE_TENSORS, check_same_run, diverged, find_state, save_state
@@ -116,6 +116,8 @@ class Run:
         labels = torch.from_numpy(self.sets["train"].labels)
         weights = class_weights(labels, len(self.classes)) if config.optim.class_weighting else None
         self.ce = SupervisedLoss(weights, config.optim.label_smoothing)
+        video_classes = stream.video_classes if stream else ()
+        self.terms = DistillTerms(config.distill, self.use, self.classes, video_classes)
         self.batch = config.optim.batch_size
         n_train = len(self.sets["train"])
         self.global_batch = min(self.batch, n_train)
@@ -238,19 +240,7 @@ class Run:
                     loss = loss + ce
                     sums["ce"] += ce.item()
                 if batch is not None:
-                    for kind in ("audio", "video"):
-                        if not self.use[kind]:
-                            continue
-                        term = DistillationLoss(
-                            config.distill.loss,
-                            config.distill.weighting,
-                            config.distill.temperature,
-                            batch[f"{kind}_temperature"],
-                        )(
-                            out[kind][labeled:],
-                            batch[f"{kind}_probs"].to(self.device),
-                            batch[f"{kind}_mask"].to(self.device),
-                        )
+                    for kind, term in self.terms(out, batch, labeled).items():
                         loss = loss + getattr(config.distill, f"{kind}_weight") * term
                         sums[kind] += term.item()
                 if not torch.isfinite(loss):
