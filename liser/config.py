@@ -157,9 +157,10 @@ class DistillConfig(_Checked):
     stage1_epochs: int = 20  # two-stage: epochs of distillation before fine-tuning on labels
     unlabeled_ratio: float = 1.0  # unlabeled windows per labeled clip in each step
     teachers: str = "both"  # "both" | "audio" | "video"
-    # "head": the video-distillation head learns the video teacher's classes (paper);
-    # "classes": its probabilities mapped by class name onto the target classes and distilled
-    # into the supervised head (FER's disgust -> disgust, fear -> fearful, ...; others dropped)
+    # "head": each distillation head learns its teacher's classes (paper); "classes": the
+    # teacher's probabilities mapped by class name onto the target classes and distilled into
+    # the supervised head (FER's disgust -> disgust, fear -> fearful, ...; others dropped)
+    audio_target: str = "head"
     video_target: str = "head"
     video_map: tuple[str, ...] = ()  # extra "fer_class=target" pairs for "classes" ("fear=" drops)
 

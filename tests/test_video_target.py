@@ -80,7 +80,8 @@ def test_mapped_video_target_trains_the_supervised_head():
              "video_temperature": 1.0}  # fmt: skip
     use = {"audio": False, "video": True}
     config = DistillConfig(video_target="classes")
-    mapped = DistillTerms(config, use, classes, video)(out, batch, labeled=2)["video"]
+    teachers = {"audio": (), "video": video}
+    mapped = DistillTerms(config, use, classes, teachers)(out, batch, labeled=2)["video"]
     # row 1 has all its mass on disgust, which the student lacks: masked; the others renormalised
     target = torch.tensor(
         [[0.2, 0.7, 0.0, 0.1], [0.0, 0.0, 0.0, 1.0], [0.2 / 0.9, 0.2 / 0.9, 0, 0.5 / 0.9]]
@@ -89,8 +90,18 @@ def test_mapped_video_target_trains_the_supervised_head():
         out["logits"][2:], target, torch.tensor([True, False, True])
     )
     assert mapped.item() == pytest.approx(want.item(), rel=1e-5)
-    head = DistillTerms(DistillConfig(), use, classes, video)(out, batch, labeled=2)["video"]
+    head = DistillTerms(DistillConfig(), use, classes, teachers)(out, batch, labeled=2)["video"]
     want_head = DistillationLoss("mae", "confidence")(out["video"][2:], probs, batch["video_mask"])
     assert head.item() == pytest.approx(want_head.item(), rel=1e-5)
     with pytest.raises(ValueError, match="video_target"):
-        DistillTerms(DistillConfig(video_target="both"), use, classes, video)
+        DistillTerms(DistillConfig(video_target="both"), use, classes, teachers)
+    # the audio teacher's classes onto the supervised head: same names, another order
+    audio = {"audio": ("angry", "sad", "happy"), "video": ()}
+    batch = {"audio_probs": torch.tensor([[0.6, 0.3, 0.1]]), "audio_mask": torch.ones(1, dtype=torch.bool),
+             "audio_temperature": 1.0}  # fmt: skip
+    on = {"audio": True, "video": False}
+    term = DistillTerms(DistillConfig(audio_target="classes"), on, classes, audio)(out, batch, 4)
+    want = DistillationLoss("mae", "confidence")(
+        out["logits"][4:], torch.tensor([[0.0, 0.1, 0.3, 0.6]]), torch.ones(1, dtype=torch.bool)
+    )
+    assert term["audio"].item() == pytest.approx(want.item(), rel=1e-5)

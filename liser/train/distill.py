@@ -142,17 +142,20 @@ def class_map(teacher: tuple[str, ...], student: tuple[str, ...], extra=()) -> t
 
 class DistillTerms:
     """The distillation terms of one step: ``terms(out, batch, labeled) -> {kind: loss}`` for the
-    teachers in ``use``, each on the unlabeled rows ``out[kind][labeled:]`` (or, for the video
-    teacher with ``video_target: classes``, on the supervised head with mapped soft labels)."""
+    teachers in ``use``, each on the unlabeled rows ``out[kind][labeled:]``, or, for a teacher
+    whose ``{kind}_target`` is "classes", on the supervised head with mapped soft labels."""
 
-    def __init__(self, distill, use: dict, classes: tuple[str, ...], video_classes=()):
-        if distill.video_target not in ("head", "classes"):
-            raise ValueError(f"distill.video_target must be 'head' or 'classes', "
-                             f"not {distill.video_target!r}")  # fmt: skip
+    def __init__(self, distill, use: dict, classes: tuple[str, ...], teacher_classes: dict):
         self.distill, self.use = distill, use
-        self.map = None
-        if use.get("video") and distill.video_target == "classes":
-            self.map = class_map(tuple(video_classes), tuple(classes), distill.video_map)
+        self.maps: dict[str, torch.Tensor] = {}
+        for kind in ("audio", "video"):
+            target = getattr(distill, f"{kind}_target")
+            if target not in ("head", "classes"):
+                raise ValueError(f"distill.{kind}_target must be 'head' or 'classes', "
+                                 f"not {target!r}")  # fmt: skip
+            if use.get(kind) and target == "classes":
+                extra = distill.video_map if kind == "video" else ()
+                self.maps[kind] = class_map(tuple(teacher_classes[kind]), tuple(classes), extra)
 
     def __call__(self, out: dict, batch: dict, labeled: int) -> dict[str, torch.Tensor]:
         terms = {}
@@ -161,9 +164,9 @@ class DistillTerms:
                 continue
             head, probs = out[kind][labeled:], batch[f"{kind}_probs"].to(out[kind].device)
             mask = batch[f"{kind}_mask"].to(head.device)
-            if kind == "video" and self.map is not None:
+            if kind in self.maps:
                 head = out["logits"][labeled:]
-                probs = probs.float() @ self.map.to(head.device)
+                probs = probs.float() @ self.maps[kind].to(head.device)
                 mass = probs.sum(1, keepdim=True)
                 mask = mask & (mass[:, 0] > 1e-6)  # all the teacher's mass on dropped classes
                 probs = probs / mass.clamp_min(1e-6)

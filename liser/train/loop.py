@@ -116,8 +116,8 @@ class Run:
         labels = torch.from_numpy(self.sets["train"].labels)
         weights = class_weights(labels, len(self.classes)) if config.optim.class_weighting else None
         self.ce = SupervisedLoss(weights, config.optim.label_smoothing)
-        video_classes = stream.video_classes if stream else ()
-        self.terms = DistillTerms(config.distill, self.use, self.classes, video_classes)
+        teacher_classes = {k: getattr(stream, f"{k}_classes", ()) for k in ("audio", "video")}
+        self.terms = DistillTerms(config.distill, self.use, self.classes, teacher_classes)
         self.batch = config.optim.batch_size
         n_train = len(self.sets["train"])
         self.global_batch = min(self.batch, n_train)
