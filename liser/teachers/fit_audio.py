@@ -185,6 +185,17 @@ def _validate(logits, data, epoch: int, loss: torch.Tensor, history: list) -> tu
     return (val["uar"], -val["nll"]), val
 
 
+def _head_groups(head, config) -> list[dict]:
+    """AdamW groups of the pooling head: its linear layer with ``head_weight_decay``, the layer
+    weights with ``weight_decay`` (a strong decay would pull them to a plain mean of layers)."""
+    layer = [head.layer_logits]
+    rest = [p for p in head.parameters() if p is not head.layer_logits]
+    return [
+        {"params": rest, "lr": config.head_lr, "weight_decay": config.head_weight_decay},
+        {"params": layer, "lr": config.head_lr, "weight_decay": config.weight_decay},
+    ]
+
+
 def _fit_frozen(teacher, data, feats, config, rng) -> dict:
     """Head on pooled features (n_windows, L+1, D) of all windows, each labeled with its clip."""
     feats = {k: torch.from_numpy(v) for k, v in feats.items()}
@@ -192,9 +203,7 @@ def _fit_frozen(teacher, data, feats, config, rng) -> dict:
     labels = torch.from_numpy(train.labels[train.owner])
     weights = _class_weights(train.labels, len(teacher.classes))
     head = teacher.head
-    optim = torch.optim.AdamW(
-        head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay
-    )
+    optim = torch.optim.AdamW(_head_groups(head, config))
     best, best_state, best_epoch, history, bad = (-1.0, 0.0), None, 0, [], 0
 
     def logits(split: str) -> torch.Tensor:
@@ -247,7 +256,7 @@ def _fit_lora(teacher, data, config, fingerprint, progress, out: Path) -> dict:
     optim = torch.optim.AdamW(
         [
             {"params": lora_params, "lr": config.lr},
-            {"params": head.parameters(), "lr": config.head_lr},
+            *_head_groups(head, config),
         ],
         weight_decay=config.weight_decay,
     )
