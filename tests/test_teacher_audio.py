@@ -198,3 +198,21 @@ def test_student_checkpoint_and_ensemble_as_teacher(tmp_path):
     bf16 = load_audio_teacher(folders[0], precision="bf16")
     assert bf16.dtype == torch.bfloat16
     assert np.allclose(bf16.predict(waves), reference, atol=2e-2)
+
+
+def test_head_weight_decay_shrinks_the_linear_layer_only(hubert, tones, tmp_path):
+    from safetensors.torch import load_file
+
+    from liser.teachers.fit_audio import fit_audio_teacher
+
+    norms = {}
+    for decay in (0.0, 100.0):
+        config = _config(hubert, tones, tmp_path, freeze_encoder=True, head_epochs=6, patience=10,
+                         head_weight_decay=decay, output_dir=str(tmp_path / f"wd{decay}"))  # fmt: skip
+        head = load_file(fit_audio_teacher(config, progress=False) / "head.safetensors")
+        norms[decay] = (
+            head["linear.weight"].norm().item(),
+            head["layer_logits"].abs().max().item(),
+        )
+    assert norms[100.0][0] < 0.5 * norms[0.0][0]  # the linear layer is pulled toward zero
+    assert norms[100.0][1] > 0.1 * norms[0.0][1]  # the layer weights keep their own, small decay
