@@ -11,9 +11,10 @@ decode audio (16 kHz), decode + sample frames (5 fps), Silero VAD, face detectio
 tracked crops, the Whisper-base audio teacher on the 3 s windows; then ``liser label`` end to end
 (both teachers + VAD) into a fresh store. The audio teacher: ``--teacher`` (a fitted teacher
 folder) or Whisper-base from ``$LISER_WHISPER_DIR`` / ``~/.cache/liser/whisper-base`` with an
-untrained layer-3 head (same speed). Real-time factor = seconds of video / wall seconds. An AVX2-only machine, approximately, on an
-AVX512 one: ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 ... --precision fp32`` (torch's
-kernels only; ONNX Runtime and LiteRT still pick their own).
+untrained layer-3 head (same speed). Real-time factor = seconds of video / wall seconds.
+An AVX2-only machine, approximately, on an AVX512 one: ``ONEDNN_MAX_CPU_ISA=AVX2
+ATEN_CPU_CAPABILITY=avx2 ... --precision fp32`` (torch's kernels only; ONNX Runtime and LiteRT
+still pick their own).
 """
 
 from __future__ import annotations

@@ -107,9 +107,7 @@ class DataConfig(_Checked):
 @dataclass(frozen=True)
 class OptimConfig(_Checked):
     lr: float = 2e-3  # AdamW peak learning rate
-    weight_decay: float = 1e-2  # LoRA adapters
-    # the head (AdamW, decoupled): 10 held RAVDESS and lifted URDU/TurEV by 4 points over 0.01
-    head_weight_decay: float = 10.0
+    weight_decay: float = 1e-2
     batch_size: int = 32
     epochs: int = 60
     schedule: str = "onecycle"  # "onecycle" | "cosine" | "constant"
@@ -258,9 +256,8 @@ class VideoTeacherConfig(_Checked):
     min_face_pixels: int = 24  # faces with a shorter side are dropped ("face too small")
     pooling: str = "mean"  # of a window's frames: "mean" | "max_confidence" | "confidence_weighted"
     detect_every: int = 2  # run the detector on every k-th sampled frame; boxes held in between
-    prior: str = (
-        ""  # the FER model's training class frequencies, divided out: "fer2013" | "p1,p2,.."
-    )
+    # the FER model's training class frequencies, divided out: "" | "fer2013" | "p1,p2,..."
+    prior: str = ""
     mirror: bool = False  # also classify each crop mirrored left-right; mean of both
     fast_decode: bool = True  # skip deblocking and unreferenced B-frames (video_io.iter_frames)
     batch_size: int = 64

@@ -111,8 +111,8 @@ def iter_frames(
 
     ``fast``: skip the deblocking filter and, in streams with B-frames, the frames no other frame
     refers to (FFmpeg ``skip_loop_filter``, ``skip_frame=NONREF``): about 1.4x faster H.264
-    decoding; a sample is then the nearest earlier decoded frame (one or two frames earlier at
-    most), which is fine at a few samples per second and not for frame-exact work.
+    decoding; a sample is then the nearest earlier decoded frame (a few frames earlier at most),
+    which is fine at a few samples per second and not for frame-exact work.
     """
     if frame_rate <= 0:
         raise ValueError(f"frame_rate must be > 0, got {frame_rate}")

@@ -67,16 +67,14 @@ class VideoTeacher:
     def classify(self, crops: np.ndarray) -> np.ndarray:
         """Face crops -> probabilities (N, C) with the configured temperature, in batches; with
         ``config.mirror`` the mean of each crop's and its left-right mirror's probabilities."""
-        size = max(1, self.config.batch_size // (2 if self.config.mirror else 1))
+        n_views = 2 if self.config.mirror else 1
+        size = max(1, self.config.batch_size // n_views)
         parts = []
         for i in range(0, len(crops), size):
             batch = crops[i : i + size]
-            if self.config.mirror:
-                both = self.fer.predict(np.concatenate([batch, batch[:, :, ::-1]]),
-                                        self.config.temperature)  # fmt: skip
-                parts.append((both[: len(batch)] + both[len(batch) :]) / 2)
-            else:
-                parts.append(self.fer.predict(batch, self.config.temperature))
+            views = np.concatenate([batch, batch[:, :, ::-1]]) if n_views == 2 else batch
+            probs = self.fer.predict(views, self.config.temperature)
+            parts.append(probs.reshape(n_views, len(batch), -1).mean(0))
         if not parts:
             return np.zeros((0, len(self.classes)), np.float32)
         probs = np.concatenate(parts)

@@ -132,11 +132,11 @@ def class_map(teacher: tuple[str, ...], student: tuple[str, ...], extra=()) -> t
     index = {word(c): j for j, c in enumerate(student)}
     matrix = torch.zeros(len(teacher), len(student))
     for i, name in enumerate(teacher):
-        target = explicit.get(name.lower(), name) if name.lower() in explicit else name
+        target = explicit.get(name.lower(), name)
         if target is not None and word(target) in index:
             matrix[i, index[word(target)]] = 1.0
     if not matrix.any():
-        raise ValueError(f"no video teacher class {list(teacher)} maps onto {list(student)}")
+        raise ValueError(f"no teacher class {list(teacher)} maps onto {list(student)}")
     return matrix
 
 
