@@ -102,6 +102,8 @@ class DataConfig(_Checked):
     eval_manifests: tuple[str, ...] = ()
     eval_classes: tuple[str, ...] = ()  # classes scored there; () = each corpus's own
     eval_map: tuple[str, ...] = ()  # class mapping there, e.g. ["calm=neutral", "boredom="]
+    eval_adapt: bool = False  # score each with statistics re-estimated on its own audio (adapt)
+    eval_adapt_on: tuple[str, ...] = ()  # or on these manifests' audio (a domain's other half)
 
 
 @dataclass(frozen=True)
@@ -314,6 +316,7 @@ class ExperimentTeacherConfig(_Checked):
     # training clip of the fold, labels unused), or a folder / manifest of unlabeled media (its
     # labels unused); a list labels each source into its own store, all of them distilled from.
     unlabeled: tuple[str, ...] = ("fold",)
+    adapt: bool = False  # re-estimate the teacher's statistics on each source before labeling it
     label: LabelConfig = field(default_factory=LabelConfig)  # front end: the student's
 
 

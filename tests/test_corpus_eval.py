@@ -140,6 +140,9 @@ def test_training_scores_other_corpora_and_cv_summarises_them(two_corpora, tmp_p
     assert (
         json.loads((tmp_path / "run" / "metrics.json").read_text())["corpora"] == later["corpora"]
     )
+    adapted = train(from_dict(TrainConfig, tiny_train_config(manifest, tmp_path / "run", **{"optim.epochs": 1}, **more, **{"data.eval_adapt": True})), progress=False)  # fmt: skip
+    assert all("re-estimated" in c["rules"] for c in adapted["corpora"]["corpora"].values())
+    assert all("re-estimated" not in c["rules"] for c in later["corpora"]["corpora"].values())
     monkeypatch.undo()
     summary = cv(from_dict(TrainConfig, tiny_train_config(manifest, tmp_path / "cv", **{"optim.epochs": 1}, **more)), progress=False)  # fmt: skip
     folds = [

@@ -123,6 +123,32 @@ def test_lora_in_top_layers_of_whisper_resumes(tones, tmp_path):
     ).shape == (1, 2)
 
 
+def test_lora_adapts_the_top_layers_the_head_reads(tones, tmp_path):
+    """A head on layer 2 of 4 reads layers 0-1: LoRA goes there, not into layers 2-3 it never
+    sees, and the teacher saved with them reloads."""
+    from safetensors.torch import load_file
+
+    from liser.teachers.audio import lora_layers
+    from liser.teachers.fit_audio import fit_audio_teacher
+
+    assert lora_layers(AudioTeacherConfig(layer="2", lora_top_layers=1), 4) == (1, 2)
+    assert lora_layers(AudioTeacherConfig(layer="weighted", lora_top_layers=1), 4) == (3, 4)
+    assert lora_layers(AudioTeacherConfig(layer="2", lora_top_layers=0), 4) == (0, 2)
+    with pytest.raises(TeacherError, match="layer 0"):
+        lora_layers(AudioTeacherConfig(layer="0", lora_top_layers=1), 4)
+    spec = tiny_whisper_ct2(tmp_path / "whisper", n_layers=4)
+    config = _config(spec, tones, tmp_path, layer="2", lora_top_layers=1, epochs=2, patience=0)
+    folder = fit_audio_teacher(config, progress=False)
+    names = list(load_file(folder / "adapter.safetensors"))
+    assert names and all(".layers.1." in n for n in names)
+    meta = json.loads((folder / "teacher.json").read_text())
+    teacher = load_audio_teacher(str(folder))
+    waves = np.random.default_rng(0).normal(0, 0.1, (3, 16000)).astype(np.float32)
+    probs = teacher.predict(waves)
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert meta["metrics"]["test_uar"] >= 0.8, meta["metrics"]  # cached lower layers + LoRA learn
+
+
 def test_missing_hub_model_fails_at_once_with_a_hint():
     started = time.time()
     with pytest.raises(TeacherError, match="local path"):

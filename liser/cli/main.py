@@ -146,6 +146,11 @@ def evaluate_command(
     ),
     batch_size: int = typer.Option(32, help="Windows per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1."),
+    adapt: bool = typer.Option(
+        False,
+        help="Re-estimate the model's normalisation statistics on each corpus's own audio before "
+        "scoring it (labels unused; see `liser adapt`).",
+    ),
 ) -> None:
     """UAR, WAR, macro-F1, per-class recall and confusion matrices of a checkpoint on one corpus,
     or one table over several (OUTPUT/corpora.md, .csv, .json, .png) with their mean."""
@@ -168,16 +173,42 @@ def evaluate_command(
         rules = ClassRules(wanted, parse_mapping(map), restrict)
         options = ScoringOptions(window, hop, batch_size, device)
         if len(corpus_parts(manifests, by_corpus)) == 1:
-            metrics = evaluate_checkpoint(checkpoint, manifests[0], output, options, rules)
+            metrics = evaluate_checkpoint(
+                checkpoint, manifests[0], output, options, rules, adapt=adapt
+            )
             Console().print(metrics_table(metrics, title=f"{checkpoint} on {manifests[0].name}"))
             typer.echo(metrics["rules"])
             return
-        result = evaluate_corpora(checkpoint, manifests, output, options, rules, by_corpus)
+        result = evaluate_corpora(
+            checkpoint, manifests, output, options, rules, by_corpus, adapt=adapt
+        )
     for row in result["corpora"]:
         typer.echo(f"{row['corpus']}: UAR {100 * row['uar']:.2f} %  WAR {100 * row['war']:.2f} %  "
                    f"n {row['n']}  ({row['rules']})")  # fmt: skip
     typer.echo(
         f"mean over {len(result['corpora'])} corpora: UAR {100 * result['mean']['uar']:.2f} %"
+    )
+
+
+@app.command("adapt")
+def adapt_command(
+    source: Path = typer.Argument(..., help="Student checkpoint or fitted audio-teacher folder."),
+    manifests: list[Path] = typer.Argument(
+        ..., help="Manifests of the domain's audio (labels unused)."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder of the adapted copy."),
+    batch_size: int = typer.Option(32, help="Windows per forward pass."),
+) -> None:
+    """A copy of a model with its normalisation statistics re-estimated on a new domain's
+    unlabeled audio (front-end and BatchNorm statistics of a student, the pooled-feature
+    standardisation of a teacher): no labels, no training, seconds to minutes."""
+    from liser.adapt import adapt_folder
+
+    with errors():
+        record = adapt_folder(source, list(manifests), output, batch_size=batch_size)
+    typer.echo(
+        f"adapted on {record['clips']} clips ({record['windows']} windows, {record['skipped']} "
+        f"unreadable, {record['seconds']} s) -> {output}"
     )
 
 

@@ -35,6 +35,36 @@ def load_scorer(checkpoint, options: ScoringOptions = ScoringOptions()):
     return load(checkpoint, o.device, o.window_seconds, o.hop_seconds, o.batch_size)
 
 
+def adapted_scorer(checkpoint, df: pd.DataFrame, options: ScoringOptions = ScoringOptions(),
+                   progress: bool = True) -> tuple[object, dict]:  # fmt: skip
+    """``load_scorer`` with the model's normalisation statistics re-estimated on the clips of
+    ``df`` first (``liser.adapt``; labels unused): (scorer, the adaptation's record)."""
+    import time
+
+    from liser.adapt import DomainAudio, adapt_student, adapt_teacher, adapted_record
+    from liser.checkpoint import load_checkpoint, logmel_for
+    from liser.deploy.predictor import Predictor
+
+    o, started = options, time.time()
+    if (Path(checkpoint) / "teacher.json").is_file():
+        scorer = load_scorer(checkpoint, options)
+        teacher = scorer.teacher
+        audio = DomainAudio(df, scorer.window_seconds, scorer.hop_seconds, teacher.pad,
+                            o.batch_size, progress)  # fmt: skip
+        adapt_teacher(teacher, audio)
+    else:
+        model, meta = load_checkpoint(checkpoint)
+        logmel = logmel_for(meta)
+        spec = model.frontend.windows(o.hop_seconds, o.window_seconds)
+        audio = DomainAudio(df, spec.window_seconds, spec.hop_seconds, model.frontend.pad,
+                            o.batch_size, progress)  # fmt: skip
+        adapt_student(model, logmel, audio)
+        if meta.get("frontend_stats"):
+            meta = meta | {"frontend_stats": logmel.global_stats()}
+        scorer = Predictor(model, meta, o.device, o.window_seconds, o.hop_seconds, o.batch_size)
+    return scorer, adapted_record(audio, ["the corpus scored"], time.time() - started)
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     manifest,
@@ -42,6 +72,7 @@ def evaluate_checkpoint(
     options: ScoringOptions = ScoringOptions(),
     rules: ClassRules = ClassRules(),
     progress: bool = True,
+    adapt: bool = False,
 ) -> dict:
     """``liser evaluate`` on one manifest (path or DataFrame); clip probabilities = mean over
     windows as in ``predict``. Classes: ``rules`` (see ``taxonomy``); by default every label must
@@ -49,12 +80,14 @@ def evaluate_checkpoint(
 
     Writes to ``out_dir`` (default: ``<checkpoint folder>/eval-<manifest name>``): metrics.json,
     confusion.csv, confusion.png and predictions.csv. Clips that cannot be read are listed in
-    metrics["skipped"] and left out of the scores. Returns the metrics.
+    metrics["skipped"] and left out of the scores. ``adapt``: statistics re-estimated on the
+    manifest's own audio first (``adapted_scorer``). Returns the metrics.
     """
-    predictor = load_scorer(checkpoint, options)
     name, df = _named(manifest)
+    predictor, record = _scorer(checkpoint, df, options, adapt, progress)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / f"eval-{name}"
     metrics = score_manifest(predictor, df, name, rules, progress)
+    _mark_adapted(metrics, record)
     metrics["checkpoint"] = str(checkpoint)
     write_report(metrics, out, rows=metrics.pop("_rows"), probs=metrics.pop("_probs"))
     return metrics
@@ -68,17 +101,24 @@ def evaluate_corpora(
     rules: ClassRules = ClassRules(),
     by_corpus: bool = True,
     progress: bool = True,
+    adapt: bool = False,
 ) -> dict:
     """Score a checkpoint on several manifests, each split by its ``corpus`` column when it holds
     several (``by_corpus``). Writes ``OUT/<corpus>/`` (as ``evaluate_checkpoint``) and
     ``OUT/corpora.{json,md,csv,png}``: UAR, WAR, macro-F1, n and classes per corpus, and their
-    mean. Returns {"corpora": [...rows], "mean": {...}, "checkpoint", ...}."""
-    predictor = load_scorer(checkpoint, options)
+    mean. ``adapt``: each corpus scored with statistics re-estimated on its own audio.
+    Returns {"corpora": [...rows], "mean": {...}, "checkpoint", ...}."""
+    predictor = None if adapt else load_scorer(checkpoint, options)
+    stored = None if adapt else _stored_adaptation(checkpoint)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / "eval-corpora"
     parts = corpus_parts(manifests, by_corpus)
     rows = []
     for name, df in parts:
+        record = stored
+        if adapt:
+            predictor, record = _scorer(checkpoint, df, options, adapt, progress)
         metrics = score_manifest(predictor, df, name, rules, progress)
+        _mark_adapted(metrics, record)
         metrics["checkpoint"] = str(checkpoint)
         write_report(metrics, out / name, rows=metrics.pop("_rows"), probs=metrics.pop("_probs"))
         rows.append({"corpus": name, "uar": metrics["uar"], "war": metrics["war"],
@@ -92,6 +132,32 @@ def evaluate_corpora(
               "precision": predictor.precision}  # fmt: skip
     write_corpora(result, out, title=str(checkpoint))
     return result
+
+
+def _scorer(checkpoint, df, options, adapt: bool, progress: bool) -> tuple[object, dict | None]:
+    if adapt:
+        return adapted_scorer(checkpoint, df[df["label"].notna()], options, progress)
+    return load_scorer(checkpoint, options), _stored_adaptation(checkpoint)
+
+
+def _stored_adaptation(checkpoint) -> dict | None:
+    """The ``adapted`` record of a checkpoint or teacher made by ``liser adapt``, if any."""
+    import json
+
+    for name in ("checkpoint.json", "teacher.json"):
+        path = Path(checkpoint) / name
+        if path.is_file():
+            return json.loads(path.read_text()).get("adapted")
+    return None
+
+
+def _mark_adapted(metrics: dict, record: dict | None) -> None:
+    """State an adaptation in the metrics and in the rules every report prints."""
+    if record:
+        metrics["adapted"] = record
+        on = "this corpus's own audio" if record["on"] == ["the corpus scored"] else (
+            ", ".join(Path(p).name for p in record["on"]))  # fmt: skip
+        metrics["rules"] += f"; statistics re-estimated on {on} (labels unused)"
 
 
 def corpus_parts(manifests: Sequence, by_corpus: bool = True) -> list[tuple[str, pd.DataFrame]]:

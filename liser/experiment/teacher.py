@@ -153,8 +153,13 @@ def prepare_teacher(
     stores = teacher_stores(teacher, folder)
     for i, (source, store) in enumerate(zip(teacher.unlabeled, stores, strict=True)):
         src = _unlabeled_source(source, splits, folder, i)
-        summary = label(src, store, label_config, audio_teacher=audio, progress=progress)
+        labeler, adapted = (
+            _adapted(spec, src, teacher, progress) if teacher.adapt else (audio, None)
+        )
+        summary = label(src, store, label_config, audio_teacher=labeler, progress=progress)
         part = {"store": str(store.absolute()), "windows": _store_windows(store)}
+        if adapted:
+            part["adapted"] = adapted
         part["label_summary"] = {
             k: v for k, v in summary.items() if isinstance(v, (int, float, str))
         }
@@ -208,6 +213,23 @@ def _fit_audio(teacher, folded: dict, seed: int, folder: Path, progress: bool):
     metrics = json.loads((out / "teacher.json").read_text()).get("metrics", {})
     keep = ("val_uar", "test_uar", "test_war", "seconds")
     return str(out.absolute()), {k: metrics[k] for k in keep if k in metrics}
+
+
+def _adapted(spec: str, src: Path, teacher: ExperimentTeacherConfig, progress: bool):
+    """The teacher with its statistics re-estimated on the source's audio (``teacher.adapt``),
+    and the adaptation's record."""
+    from liser.adapt import DomainAudio, adapt_teacher, adapted_record
+    from liser.manifest import read_manifest
+    from liser.teachers import load_audio_teacher
+
+    if src.is_dir():
+        raise ValueError(f"teacher.adapt needs a manifest of the unlabeled clips, not {src}/")
+    started = time.perf_counter()
+    model = load_audio_teacher(spec, device=teacher.label.device)
+    audio = DomainAudio(read_manifest(src), model.window_seconds, model.hop_seconds, model.pad,
+                        progress=progress)  # fmt: skip
+    adapt_teacher(model, audio)
+    return model, adapted_record(audio, [str(src)], time.perf_counter() - started)
 
 
 def teacher_stores(teacher: ExperimentTeacherConfig, folder: Path) -> list[Path]:

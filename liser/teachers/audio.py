@@ -150,14 +150,26 @@ def load_audio_encoder(spec: str, pad_30s: bool = False) -> tuple[nn.Module, str
     return HFAudioEncoder(model, normalize, attention_mask).eval(), fingerprint
 
 
+def lora_layers(config: AudioTeacherConfig, n_layers: int) -> tuple[int, int]:
+    """Encoder layers ``start..end-1`` that get LoRA adapters: the top ``lora_top_layers`` of
+    those the head reads (a head on layer k reads layers 0..k-1; "weighted"/"last": all)."""
+    end = n_layers
+    if str(config.layer).lstrip("-").isdigit() and 0 <= int(config.layer) < n_layers:
+        end = int(config.layer)
+    if end == 0:
+        raise TeacherError("layer 0 (the embeddings) has no encoder layer to adapt: freeze_encoder")
+    top = config.lora_top_layers
+    return (end - top if 0 < top < end else 0), end
+
+
 def apply_lora(encoder: nn.Module, config: AudioTeacherConfig) -> nn.Module:
-    """Insert LoRA adapters (peft) in ``config.target_modules``, in the top ``lora_top_layers``
-    layers (0 = all); only the adapters stay trainable."""
+    """Insert LoRA adapters (peft) in ``config.target_modules`` of the layers ``lora_layers``
+    gives; only the adapters stay trainable."""
     from peft import LoraConfig, inject_adapter_in_model
 
     n_layers = encoder.n_hidden - 1
-    top = config.lora_top_layers
-    layers = list(range(n_layers - top, n_layers)) if 0 < top < n_layers else None
+    start, end = lora_layers(config, n_layers)
+    layers = list(range(start, end)) if (start, end) != (0, n_layers) else None
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
@@ -177,9 +189,8 @@ def apply_lora(encoder: nn.Module, config: AudioTeacherConfig) -> nn.Module:
 
 
 def lora_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items() if "lora_" in k
-    }
+    """A copy (on the CPU) of the adapters' weights."""
+    return {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items() if "lora_" in k}
 
 
 class PoolingHead(nn.Module):

@@ -1,9 +1,9 @@
 """``liser teacher fit-audio``: fit an audio teacher (LoRA + pooling head, or a head on a frozen
 encoder) on one fold of a labeled manifest, early stopping on validation UAR.
 
-Encoder outputs are cached on disk per clip (``config.cache_dir``): the pooled layer features for
-a frozen encoder (then fitting heads for every fold takes seconds), and for LoRA in the top
-``lora_top_layers`` layers the input of the first adapted layer (then each step runs only those).
+Encoder outputs are cached on disk per clip (``config.cache_dir``): pooled layer features for a
+frozen encoder (heads for every fold then fit in seconds); for LoRA in the top ``lora_top_layers``
+of the layers the head reads, the input of the first adapted layer (each step runs only those).
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ from liser.config import AudioTeacherConfig, replace, save_config, to_dict
 from liser.constants import SAMPLE_RATE
 from liser.devices import autocast_dtype, precision_name, resolve_device
 
-from .audio import EncoderTeacher, PoolingHead, apply_lora, load_audio_encoder, save_fitted_teacher
+from .audio import (
+    EncoderTeacher,
+    PoolingHead,
+    apply_lora,
+    load_audio_encoder,
+    lora_layers,
+    lora_state,
+    save_fitted_teacher,
+)
 from .base import autocast, write_calibration
 from .calibration import expected_calibration_error, fit_temperature
 from .clips import Clips, encode_clips, lower_layer_cache, uar
@@ -243,9 +251,9 @@ def _fit_lora(teacher, data, config, fingerprint, progress, out: Path) -> dict:
     encoder, head, device = teacher.encoder, teacher.head, teacher.device
     apply_lora(encoder, config)
     encoder.to(device)
-    top = config.lora_top_layers
-    split_at = encoder.n_hidden - 1 - top if 0 < top < encoder.n_hidden - 1 else 0
+    split_at, end = lora_layers(config, encoder.n_hidden - 1)
     cached = split_at > 0 and hasattr(encoder, "run_layers") and bool(config.cache_dir)
+    unused = encoder.n_hidden - 1 - end  # layers above the head's: not run when cached
     if cached:
         cache = _cache_dir(config, fingerprint, f"lower{split_at}", device)
         lower = {
@@ -267,8 +275,9 @@ def _fit_lora(teacher, data, config, fingerprint, progress, out: Path) -> dict:
         with autocast(device, dtype):
             if cached:
                 pooled_low, seq, mask = (t[idx].to(device) for t in lower[split])
-                top_hidden = torch.stack(encoder.run_layers(seq.float(), start=split_at))
+                top_hidden = torch.stack(encoder.run_layers(seq.float(), start=split_at, stop=end))
                 pooled = torch.cat([pooled_low.float(), head.pool(top_hidden, mask)], dim=1)
+                pooled = F.pad(pooled, (0, 0, 0, unused))  # as EncoderTeacher pads them
             else:
                 waves, lengths = data[split].windows(idx)
                 hidden, mask = encoder(
@@ -318,7 +327,7 @@ def _fit_lora(teacher, data, config, fingerprint, progress, out: Path) -> dict:
             best, best_epoch, bad = score, epoch, 0
             best_state = {
                 "head": {k: v.detach().clone() for k, v in head.state_dict().items()},
-                "lora": _lora(encoder),
+                "lora": lora_state(encoder),
             }
         else:
             bad += 1
@@ -340,7 +349,7 @@ def _save_resume(out: Path, info: dict, encoder, head, best_state: dict, optim) 
     """Adapters, head, best states and optimizer after an epoch; ``resume.json`` written last."""
     from safetensors.torch import save_file
 
-    tensors = {f"lora.{k}": v for k, v in _lora(encoder).items()}
+    tensors = {f"lora.{k}": v for k, v in lora_state(encoder).items()}
     tensors |= {f"head.{k}": v for k, v in head.state_dict().items()}
     tensors |= {f"best.{p}.{k}": v for p in ("head", "lora") for k, v in best_state[p].items()}
     tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
@@ -378,10 +387,6 @@ def _load_resume(out: Path, same: dict, encoder, head, optim) -> dict:
     )
     best_state = {"head": part("best.head."), "lora": part("best.lora.")}
     return info | {"best": tuple(info["best"]), "best_state": best_state}
-
-
-def _lora(encoder) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in encoder.state_dict().items() if "lora_" in k}
 
 
 def _cache_dir(config: AudioTeacherConfig, fingerprint: str, kind: str, device) -> Path | None:

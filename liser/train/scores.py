@@ -19,8 +19,14 @@ def score_other_corpora(config: TrainConfig, checkpoint: Path, out: Path) -> dic
     from liser.evaluate import ClassRules, evaluate_corpora, parse_mapping
 
     rules = ClassRules(data.eval_classes or None, parse_mapping(data.eval_map))
+    if data.eval_adapt_on:  # a copy adapted to the domain's other audio scores the corpora
+        from liser.adapt import adapt_folder
+
+        adapt_folder(checkpoint, list(data.eval_adapt_on), out / "adapted", progress=False)
+        checkpoint = out / "adapted"
     result = evaluate_corpora(checkpoint, list(data.eval_manifests), out,
-                              ScoringOptions(device="cpu"), rules, progress=False)  # fmt: skip
+                              ScoringOptions(device="cpu"), rules, progress=False,
+                              adapt=data.eval_adapt and not data.eval_adapt_on)  # fmt: skip
     keys = ("uar", "war", "macro_f1", "n", "rules")
     return {"corpora": {r["corpus"]: {k: r[k] for k in keys} for r in result["corpora"]},
             "mean": result["mean"]}  # fmt: skip

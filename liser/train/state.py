@@ -15,7 +15,8 @@ from liser.config import TrainConfig, from_dict, to_dict
 STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.pt"
 # may change on resume (eval_*: what is scored after training, not how the student is trained)
 RUNTIME_KEYS = ("output_dir", "num_threads", "device", "data.num_workers", "data.eval_manifests",
-                "data.eval_classes", "data.eval_map")  # fmt: skip
+                "data.eval_classes", "data.eval_map", "data.eval_adapt",
+                "data.eval_adapt_on")  # fmt: skip
 
 
 class TrainingDiverged(ValueError):
