@@ -165,6 +165,8 @@ class DistillConfig(_Checked):
     audio_target: str = "head"
     video_target: str = "head"
     video_map: tuple[str, ...] = ()  # extra "fer_class=target" pairs for "classes" ("fear=" drops)
+    # the same for the audio teacher: "fearful=", "disgust=", ... keep only a domain's classes
+    audio_map: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

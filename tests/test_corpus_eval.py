@@ -176,3 +176,19 @@ def test_experiment_tables_show_the_other_corpora(two_corpora, tmp_path):
     assert (
         "Other corpora (`data.eval_manifests`), UAR %" in text and "| row | a | b | mean |" in text
     )
+
+
+def test_evaluate_an_ensemble_of_checkpoints(two_corpora, tmp_path):
+    """Checkpoints joined by commas are scored as one model: the mean of their probabilities."""
+    classes = ("class0", "class1", "class2")
+    a = student_checkpoint(tmp_path / "a", classes, seed=0)
+    b = student_checkpoint(tmp_path / "b", classes, seed=1)
+    rules = ClassRules(mapping={"other": None})
+    probs = {}
+    for name, spec in (("a", a), ("b", b), ("ab", f"{a},{b}")):
+        evaluate_corpora(spec, [two_corpora], tmp_path / name, rules=rules, progress=False)
+        table = pd.read_csv(tmp_path / name / "a" / "predictions.csv")
+        probs[name] = table[list(classes)].to_numpy()
+    # (members run as teachers: in bf16 where the CPU has it natively)
+    np.testing.assert_allclose(probs["ab"], (probs["a"] + probs["b"]) / 2, atol=1e-3)
+    assert np.abs(probs["a"] - probs["b"]).max() > 5e-3

@@ -105,3 +105,12 @@ def test_mapped_video_target_trains_the_supervised_head():
         out["logits"][4:], torch.tensor([[0.0, 0.1, 0.3, 0.6]]), torch.ones(1, dtype=torch.bool)
     )
     assert term["audio"].item() == pytest.approx(want.item(), rel=1e-5)
+    # audio_map drops the teacher's classes a domain lacks: the rest renormalised
+    drop = DistillConfig(audio_target="classes", audio_map=("sad=",))
+    term = DistillTerms(drop, on, classes, audio)(out, batch, 4)
+    want = DistillationLoss("mae", "confidence")(
+        out["logits"][4:],
+        torch.tensor([[0.0, 0.1 / 0.7, 0.0, 0.6 / 0.7]]),
+        torch.ones(1, dtype=torch.bool),
+    )
+    assert term["audio"].item() == pytest.approx(want.item(), rel=1e-5)

@@ -125,7 +125,9 @@ def cv_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or an audio-teacher folder."),
+    checkpoint: Path = typer.Argument(
+        ..., help="Checkpoint folder, audio-teacher folder, or several joined by commas (ensemble)."
+    ),
     manifests: list[Path] = typer.Argument(..., help="Labeled manifests (.parquet, .csv, .jsonl)."),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Report folder [default: CHECKPOINT/eval-MANIFEST]."

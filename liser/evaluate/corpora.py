@@ -18,6 +18,11 @@ from .metrics import classification_metrics, write_report
 from .taxonomy import ClassRules, class_scoring, scored_label
 
 
+def is_teacher(checkpoint) -> bool:
+    """An audio-teacher folder, or several teachers / checkpoints joined by commas (an ensemble)."""
+    return "," in str(checkpoint) or (Path(checkpoint) / "teacher.json").is_file()
+
+
 def load_scorer(checkpoint, options: ScoringOptions = ScoringOptions()):
     """What ``liser evaluate`` scores: a student checkpoint (``deploy.Predictor``) or an
     audio-teacher folder (``teachers.TeacherPredictor``), both with ``classes``, ``frontend``,
@@ -26,7 +31,7 @@ def load_scorer(checkpoint, options: ScoringOptions = ScoringOptions()):
     from liser.deploy import check_windows, load
 
     o = options
-    if (Path(checkpoint) / "teacher.json").is_file():
+    if is_teacher(checkpoint):
         from liser.teachers import load_teacher_predictor
 
         check_windows(o.window_seconds, o.hop_seconds, FrontEndConfig())
@@ -46,7 +51,7 @@ def adapted_scorer(checkpoint, df: pd.DataFrame, options: ScoringOptions = Scori
     from liser.deploy.predictor import Predictor
 
     o, started = options, time.time()
-    if (Path(checkpoint) / "teacher.json").is_file():
+    if is_teacher(checkpoint):
         scorer = load_scorer(checkpoint, options)
         teacher = scorer.teacher
         audio = DomainAudio(df, scorer.window_seconds, scorer.hop_seconds, teacher.pad,
@@ -269,5 +274,5 @@ def _named(manifest) -> tuple[str, pd.DataFrame]:
 
 
 def _checkpoint_folder(checkpoint) -> Path:
-    path = Path(checkpoint)
+    path = Path(str(checkpoint).split(",")[0])
     return path if path.is_dir() else path.parent

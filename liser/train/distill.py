@@ -154,7 +154,7 @@ class DistillTerms:
                 raise ValueError(f"distill.{kind}_target must be 'head' or 'classes', "
                                  f"not {target!r}")  # fmt: skip
             if use.get(kind) and target == "classes":
-                extra = distill.video_map if kind == "video" else ()
+                extra = distill.video_map if kind == "video" else distill.audio_map
                 self.maps[kind] = class_map(tuple(teacher_classes[kind]), tuple(classes), extra)
 
     def __call__(self, out: dict, batch: dict, labeled: int) -> dict[str, torch.Tensor]:
