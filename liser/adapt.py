@@ -47,6 +47,7 @@ class DomainAudio:
     progress: bool = True
     skipped: list[dict] = field(default_factory=list)
     windows: int = 0
+    stage: str = "adapting"  # the progress bar's label for the current pass
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         from rich.progress import track
@@ -60,7 +61,7 @@ class DomainAudio:
         self.skipped, self.windows = [], 0
         waves, lengths = [], []
         rows = list(self.df.itertuples(index=False))
-        for row in track(rows, "adapting", disable=not self.progress, transient=True):
+        for row in track(rows, self.stage, disable=not self.progress, transient=True):
             try:
                 wave = Clip.from_row(row).load_audio()
             except AudioError as err:
@@ -91,11 +92,14 @@ def adapt_student(model: nn.Module, logmel, audio: DomainAudio) -> None:
     adapted (one pass over the audio per BatchNorm, each stopped at that layer)."""
     device = next(model.parameters()).device
     model.eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if logmel.frontend.normalize == "global":
+        audio.stage = "adapting: log-Mel statistics"
         logmel.fit_global_stats(
             logmel.log_mel(torch.from_numpy(w).to(device)).cpu() for w, _ in audio
         )
-    for norm in [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]:
+    for i, norm in enumerate(norms):
+        audio.stage = f"adapting: BatchNorm {i + 1} of {len(norms)}"
         sums = {"n": 0, "x": 0.0, "x2": 0.0}
 
         def capture(_module, args, sums=sums):

@@ -102,8 +102,10 @@ class DataConfig(_Checked):
     eval_manifests: tuple[str, ...] = ()
     eval_classes: tuple[str, ...] = ()  # classes scored there; () = each corpus's own
     eval_map: tuple[str, ...] = ()  # class mapping there, e.g. ["calm=neutral", "boredom="]
-    eval_adapt: bool = False  # score each with statistics re-estimated on its own audio (adapt)
-    eval_adapt_on: tuple[str, ...] = ()  # or on these manifests' audio (a domain's other half)
+    # score them with statistics re-estimated on each one's own audio ("corpus") or each
+    # speaker's ("speaker"; liser adapt), or ("eval_adapt_on") on these manifests' audio
+    eval_adapt: str = ""
+    eval_adapt_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,7 @@ RULES: dict[str, dict[str, Check]] = {
     "DataConfig": dict(
         folds=one_of("auto", "ravdess", "speaker", "column"), n_folds=ge(2), fold=ge(1),
         val_fraction=UNIT_OPEN, label_fraction=within(0, 1, lo_open=True), num_workers=ge(0),
-        eval_hop_seconds=ge(0),
+        eval_hop_seconds=ge(0), eval_adapt=one_of("", "corpus", "speaker"),
     ),
     "OptimConfig": dict(
         lr=gt(0), weight_decay=ge(0), batch_size=ge(1), epochs=ge(1),

@@ -15,7 +15,7 @@ from liser.checkpoint import load_checkpoint, logmel_for, save_checkpoint
 from liser.cli import app
 from liser.config import AudioTeacherConfig, DataConfig, FrontEndConfig, StudentConfig
 from liser.evaluate import evaluate_corpora
-from liser.evaluate.corpora import adapted_scorer
+from liser.evaluate.scorers import adapted_scorer
 from liser.features import LogMel
 from liser.manifest import write_manifest
 from liser.student import Student
@@ -65,7 +65,7 @@ def _probs(scorer, manifest) -> np.ndarray:
 
 def test_student_adapted_to_a_gain_change_predicts_as_on_the_original(student, corpora):
     clean, quiet = corpora
-    from liser.evaluate.corpora import load_scorer
+    from liser.evaluate.scorers import load_scorer
 
     plain = load_scorer(student)
     assert not np.allclose(_probs(plain, clean), _probs(plain, quiet), atol=1e-3)
@@ -196,3 +196,24 @@ def test_experiment_teacher_adapted_to_each_source_before_labeling(corpora, stud
     assert "adapted" not in plain and adapted["adapted"]["clips"] == 24
     assert adapted["adapted"]["on"] == [str(quiet)]
     assert p0.shape == p1.shape and np.abs(p0 - p1).max() > 0.01 and f0 != f1
+
+
+def test_per_speaker_adaptation_removes_each_speakers_gain(student, corpora, tmp_path):
+    from liser.evaluate import evaluate_checkpoint
+
+    clean, quiet = corpora
+    a, b = pd.read_parquet(clean), pd.read_parquet(quiet)
+    mixed = pd.concat([a[a.speaker != "spk1"], b[b.speaker == "spk1"]]).sort_values("id")
+    mixed["corpus"] = "mixed"
+    probs = {}
+    for name, df, mode in (("clean", a, "speaker"), ("mixed", mixed, "speaker"),
+                           ("mixed-corpus", mixed, "corpus")):  # fmt: skip
+        m = evaluate_checkpoint(student, df, tmp_path / name, adapt=mode, progress=False)
+        table = pd.read_csv(tmp_path / name / "predictions.csv").sort_values("id")
+        probs[name] = table[list(CLASSES)].to_numpy()
+        if mode == "speaker":
+            assert m["adapted"]["speakers"] == 3 and m["adapted"]["clips"] == 24
+            assert "each speaker's own audio" in m["rules"]
+    # spk1's 10 dB is gone once each speaker has their own statistics; one corpus's are not enough
+    np.testing.assert_allclose(probs["mixed"], probs["clean"], atol=2e-3)
+    assert np.abs(probs["mixed-corpus"] - probs["clean"]).max() > 1e-2

@@ -140,7 +140,7 @@ def test_training_scores_other_corpora_and_cv_summarises_them(two_corpora, tmp_p
     assert (
         json.loads((tmp_path / "run" / "metrics.json").read_text())["corpora"] == later["corpora"]
     )
-    adapted = train(from_dict(TrainConfig, tiny_train_config(manifest, tmp_path / "run", **{"optim.epochs": 1}, **more, **{"data.eval_adapt": True})), progress=False)  # fmt: skip
+    adapted = train(from_dict(TrainConfig, tiny_train_config(manifest, tmp_path / "run", **{"optim.epochs": 1}, **more, **{"data.eval_adapt": "corpus"})), progress=False)  # fmt: skip
     assert all("re-estimated" in c["rules"] for c in adapted["corpora"]["corpora"].values())
     assert all("re-estimated" not in c["rules"] for c in later["corpora"]["corpora"].values())
     monkeypatch.undo()

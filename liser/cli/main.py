@@ -148,10 +148,10 @@ def evaluate_command(
     ),
     batch_size: int = typer.Option(32, help="Windows per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1."),
-    adapt: bool = typer.Option(
-        False,
-        help="Re-estimate the model's normalisation statistics on each corpus's own audio before "
-        "scoring it (labels unused; see `liser adapt`).",
+    adapt: str = typer.Option(
+        "",
+        help="corpus | speaker: re-estimate the model's normalisation statistics on each "
+        "corpus's (or each speaker's) own audio before scoring it (labels unused; `liser adapt`).",
     ),
 ) -> None:
     """UAR, WAR, macro-F1, per-class recall and confusion matrices of a checkpoint on one corpus,

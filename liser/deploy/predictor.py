@@ -314,7 +314,7 @@ def load(
 ) -> Predictor:
     """Load a student checkpoint for prediction. ``frontend``: the caller's front end, checked
     against the checkpoint's (FrontEndMismatch when they differ). An audio-teacher folder is a
-    ValueError: teachers are scored with ``liser evaluate`` (``evaluate.load_scorer``)."""
+    ValueError: teachers are scored with ``liser evaluate`` (``evaluate.scorers.load_scorer``)."""
     if (Path(checkpoint) / "teacher.json").is_file():
         raise ValueError(
             f"{checkpoint} is an audio-teacher folder (teacher.json), not a student checkpoint: "

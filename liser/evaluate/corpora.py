@@ -15,59 +15,8 @@ from liser.deploy import ScoringOptions
 from liser.files import atomic_write, write_json
 
 from .metrics import classification_metrics, write_report
+from .scorers import load_scorer, mark_adapted, scorer_for, stored_adaptation
 from .taxonomy import ClassRules, class_scoring, scored_label
-
-
-def is_teacher(checkpoint) -> bool:
-    """An audio-teacher folder, or several teachers / checkpoints joined by commas (an ensemble)."""
-    return "," in str(checkpoint) or (Path(checkpoint) / "teacher.json").is_file()
-
-
-def load_scorer(checkpoint, options: ScoringOptions = ScoringOptions()):
-    """What ``liser evaluate`` scores: a student checkpoint (``deploy.Predictor``) or an
-    audio-teacher folder (``teachers.TeacherPredictor``), both with ``classes``, ``frontend``,
-    ``window_seconds``, ``hop_seconds``, ``precision`` and ``predict(wave)``."""
-    from liser.config import FrontEndConfig
-    from liser.deploy import check_windows, load
-
-    o = options
-    if is_teacher(checkpoint):
-        from liser.teachers import load_teacher_predictor
-
-        check_windows(o.window_seconds, o.hop_seconds, FrontEndConfig())
-        return load_teacher_predictor(str(checkpoint), str(o.device), o.window_seconds,
-                                      o.hop_seconds, o.batch_size)  # fmt: skip
-    return load(checkpoint, o.device, o.window_seconds, o.hop_seconds, o.batch_size)
-
-
-def adapted_scorer(checkpoint, df: pd.DataFrame, options: ScoringOptions = ScoringOptions(),
-                   progress: bool = True) -> tuple[object, dict]:  # fmt: skip
-    """``load_scorer`` with the model's normalisation statistics re-estimated on the clips of
-    ``df`` first (``liser.adapt``; labels unused): (scorer, the adaptation's record)."""
-    import time
-
-    from liser.adapt import DomainAudio, adapt_student, adapt_teacher, adapted_record
-    from liser.checkpoint import load_checkpoint, logmel_for
-    from liser.deploy.predictor import Predictor
-
-    o, started = options, time.time()
-    if is_teacher(checkpoint):
-        scorer = load_scorer(checkpoint, options)
-        teacher = scorer.teacher
-        audio = DomainAudio(df, scorer.window_seconds, scorer.hop_seconds, teacher.pad,
-                            o.batch_size, progress)  # fmt: skip
-        adapt_teacher(teacher, audio)
-    else:
-        model, meta = load_checkpoint(checkpoint)
-        logmel = logmel_for(meta)
-        spec = model.frontend.windows(o.hop_seconds, o.window_seconds)
-        audio = DomainAudio(df, spec.window_seconds, spec.hop_seconds, model.frontend.pad,
-                            o.batch_size, progress)  # fmt: skip
-        adapt_student(model, logmel, audio)
-        if meta.get("frontend_stats"):
-            meta = meta | {"frontend_stats": logmel.global_stats()}
-        scorer = Predictor(model, meta, o.device, o.window_seconds, o.hop_seconds, o.batch_size)
-    return scorer, adapted_record(audio, ["the corpus scored"], time.time() - started)
 
 
 def evaluate_checkpoint(
@@ -77,7 +26,7 @@ def evaluate_checkpoint(
     options: ScoringOptions = ScoringOptions(),
     rules: ClassRules = ClassRules(),
     progress: bool = True,
-    adapt: bool = False,
+    adapt: str | bool = "",
 ) -> dict:
     """``liser evaluate`` on one manifest (path or DataFrame); clip probabilities = mean over
     windows as in ``predict``. Classes: ``rules`` (see ``taxonomy``); by default every label must
@@ -85,14 +34,15 @@ def evaluate_checkpoint(
 
     Writes to ``out_dir`` (default: ``<checkpoint folder>/eval-<manifest name>``): metrics.json,
     confusion.csv, confusion.png and predictions.csv. Clips that cannot be read are listed in
-    metrics["skipped"] and left out of the scores. ``adapt``: statistics re-estimated on the
-    manifest's own audio first (``adapted_scorer``). Returns the metrics.
+    metrics["skipped"] and left out of the scores. ``adapt``: "corpus" (or True): statistics
+    re-estimated on the manifest's own audio first, "speaker": on each speaker's (see
+    ``adapted``). Returns the metrics.
     """
     name, df = _named(manifest)
-    predictor, record = _scorer(checkpoint, df, options, adapt, progress)
+    predictor, record = scorer_for(checkpoint, df, options, adapt, progress)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / f"eval-{name}"
     metrics = score_manifest(predictor, df, name, rules, progress)
-    _mark_adapted(metrics, record)
+    mark_adapted(metrics, predictor.record() if hasattr(predictor, "record") else record)
     metrics["checkpoint"] = str(checkpoint)
     write_report(metrics, out, rows=metrics.pop("_rows"), probs=metrics.pop("_probs"))
     return metrics
@@ -106,24 +56,25 @@ def evaluate_corpora(
     rules: ClassRules = ClassRules(),
     by_corpus: bool = True,
     progress: bool = True,
-    adapt: bool = False,
+    adapt: str | bool = "",
 ) -> dict:
     """Score a checkpoint on several manifests, each split by its ``corpus`` column when it holds
     several (``by_corpus``). Writes ``OUT/<corpus>/`` (as ``evaluate_checkpoint``) and
     ``OUT/corpora.{json,md,csv,png}``: UAR, WAR, macro-F1, n and classes per corpus, and their
-    mean. ``adapt``: each corpus scored with statistics re-estimated on its own audio.
+    mean. ``adapt``: "corpus" / "speaker": statistics re-estimated on each corpus's / speaker's
+    own audio.
     Returns {"corpora": [...rows], "mean": {...}, "checkpoint", ...}."""
     predictor = None if adapt else load_scorer(checkpoint, options)
-    stored = None if adapt else _stored_adaptation(checkpoint)
+    stored = None if adapt else stored_adaptation(checkpoint)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / "eval-corpora"
     parts = corpus_parts(manifests, by_corpus)
     rows = []
     for name, df in parts:
         record = stored
         if adapt:
-            predictor, record = _scorer(checkpoint, df, options, adapt, progress)
+            predictor, record = scorer_for(checkpoint, df, options, adapt, progress)
         metrics = score_manifest(predictor, df, name, rules, progress)
-        _mark_adapted(metrics, record)
+        mark_adapted(metrics, predictor.record() if hasattr(predictor, "record") else record)
         metrics["checkpoint"] = str(checkpoint)
         write_report(metrics, out / name, rows=metrics.pop("_rows"), probs=metrics.pop("_probs"))
         rows.append({"corpus": name, "uar": metrics["uar"], "war": metrics["war"],
@@ -137,32 +88,6 @@ def evaluate_corpora(
               "precision": predictor.precision}  # fmt: skip
     write_corpora(result, out, title=str(checkpoint))
     return result
-
-
-def _scorer(checkpoint, df, options, adapt: bool, progress: bool) -> tuple[object, dict | None]:
-    if adapt:
-        return adapted_scorer(checkpoint, df[df["label"].notna()], options, progress)
-    return load_scorer(checkpoint, options), _stored_adaptation(checkpoint)
-
-
-def _stored_adaptation(checkpoint) -> dict | None:
-    """The ``adapted`` record of a checkpoint or teacher made by ``liser adapt``, if any."""
-    import json
-
-    for name in ("checkpoint.json", "teacher.json"):
-        path = Path(checkpoint) / name
-        if path.is_file():
-            return json.loads(path.read_text()).get("adapted")
-    return None
-
-
-def _mark_adapted(metrics: dict, record: dict | None) -> None:
-    """State an adaptation in the metrics and in the rules every report prints."""
-    if record:
-        metrics["adapted"] = record
-        on = "this corpus's own audio" if record["on"] == ["the corpus scored"] else (
-            ", ".join(Path(p).name for p in record["on"]))  # fmt: skip
-        metrics["rules"] += f"; statistics re-estimated on {on} (labels unused)"
 
 
 def corpus_parts(manifests: Sequence, by_corpus: bool = True) -> list[tuple[str, pd.DataFrame]]:
@@ -207,6 +132,9 @@ def score_manifest(predictor, df: pd.DataFrame, name: str, rules: ClassRules = C
     scoring = class_scoring(model_classes, df["label"].astype(str), rules.mapping, rules.classes,
                             rules.restrict)  # fmt: skip
     df = df[[scored_label(scoring, str(x)) is not None for x in df["label"]]]
+    per_speaker = hasattr(predictor, "select")  # adapted to each speaker: their clips together
+    if per_speaker:
+        df = df.sort_values("speaker", kind="stable")
     rows, probs, skipped = [], [], []
     rate = predictor.frontend.sample_rate
     with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
@@ -216,6 +144,8 @@ def score_manifest(predictor, df: pd.DataFrame, name: str, rules: ClassRules = C
             except AudioError as err:
                 skipped.append({"id": str(row.id), "path": str(row.path), "error": err.reason})
                 continue
+            if per_speaker:
+                predictor.select(row.speaker)
             probs.append(predictor.predict(wave)["probs"])
             rows.append(row)
     if not rows:

@@ -26,7 +26,7 @@ def score_other_corpora(config: TrainConfig, checkpoint: Path, out: Path) -> dic
         checkpoint = out / "adapted"
     result = evaluate_corpora(checkpoint, list(data.eval_manifests), out,
                               ScoringOptions(device="cpu"), rules, progress=False,
-                              adapt=data.eval_adapt and not data.eval_adapt_on)  # fmt: skip
+                              adapt="" if data.eval_adapt_on else data.eval_adapt)  # fmt: skip
     keys = ("uar", "war", "macro_f1", "n", "rules")
     return {"corpora": {r["corpus"]: {k: r[k] for k in keys} for r in result["corpora"]},
             "mean": result["mean"]}  # fmt: skip
