@@ -125,6 +125,11 @@ def test_adapt_cli_writes_a_copy_and_evaluate_adapt_reports_it(student, corpora,
     load_checkpoint(out)  # a valid checkpoint
     same = CliRunner().invoke(app, ["adapt", str(student), str(quiet), "-o", str(student)])
     assert same.exit_code == 2 and "copy" in same.output
+    scored = CliRunner().invoke(app, ["evaluate", str(student), str(clean), str(quiet), "--adapt",
+                                      "--per-speaker", "-o", str(tmp_path / "by-speaker")])  # fmt: skip
+    assert scored.exit_code == 0 and scored.output.count("each speaker's own audio") == 2
+    alone = CliRunner().invoke(app, ["evaluate", str(student), str(clean), "--per-speaker"])
+    assert alone.exit_code == 2 and "--adapt" in alone.output
     report = evaluate_corpora(student, [clean, quiet], tmp_path / "eval", adapt=True,
                               progress=False)  # fmt: skip
     assert all("re-estimated on this corpus" in row["rules"] for row in report["corpora"])

@@ -148,10 +148,13 @@ def evaluate_command(
     ),
     batch_size: int = typer.Option(32, help="Windows per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1."),
-    adapt: str = typer.Option(
-        "",
-        help="corpus | speaker: re-estimate the model's normalisation statistics on each "
-        "corpus's (or each speaker's) own audio before scoring it (labels unused; `liser adapt`).",
+    adapt: bool = typer.Option(
+        False,
+        help="Re-estimate the model's normalisation statistics on each corpus's own audio before "
+        "scoring it (labels unused; see `liser adapt`).",
+    ),
+    per_speaker: bool = typer.Option(
+        False, help="With --adapt: on each speaker's own audio instead (their clips together)."
     ),
 ) -> None:
     """UAR, WAR, macro-F1, per-class recall and confusion matrices of a checkpoint on one corpus,
@@ -173,16 +176,19 @@ def evaluate_command(
             tuple(c.strip().lower() for c in classes.split(",") if c.strip()) if classes else None
         )
         rules = ClassRules(wanted, parse_mapping(map), restrict)
+        if per_speaker and not adapt:
+            raise ValueError("--per-speaker goes with --adapt")
+        mode = ("speaker" if per_speaker else "corpus") if adapt else ""
         options = ScoringOptions(window, hop, batch_size, device)
         if len(corpus_parts(manifests, by_corpus)) == 1:
             metrics = evaluate_checkpoint(
-                checkpoint, manifests[0], output, options, rules, adapt=adapt
+                checkpoint, manifests[0], output, options, rules, adapt=mode
             )
             Console().print(metrics_table(metrics, title=f"{checkpoint} on {manifests[0].name}"))
             typer.echo(metrics["rules"])
             return
         result = evaluate_corpora(
-            checkpoint, manifests, output, options, rules, by_corpus, adapt=adapt
+            checkpoint, manifests, output, options, rules, by_corpus, adapt=mode
         )
     for row in result["corpora"]:
         typer.echo(f"{row['corpus']}: UAR {100 * row['uar']:.2f} %  WAR {100 * row['war']:.2f} %  "
