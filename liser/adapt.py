@@ -86,14 +86,18 @@ class _Captured(Exception):
 
 
 @torch.no_grad()
-def adapt_student(model: nn.Module, logmel, audio: DomainAudio) -> None:
+def adapt_student(
+    model: nn.Module, logmel, audio: DomainAudio, parts: tuple[str, ...] = ("frontend", "batchnorm")
+) -> None:
     """Re-estimate a student's front-end statistics (global normalisation), then each BatchNorm's
     running mean and variance in turn, exactly, over ``audio`` with the layers below it already
-    adapted (one pass over the audio per BatchNorm, each stopped at that layer)."""
+    adapted (one pass over the audio per BatchNorm, each stopped at that layer). ``parts``: which
+    of the two to re-estimate."""
     device = next(model.parameters()).device
     model.eval()
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if logmel.frontend.normalize == "global":
+    norms = norms if "batchnorm" in parts else []
+    if logmel.frontend.normalize == "global" and "frontend" in parts:
         audio.stage = "adapting: log-Mel statistics"
         logmel.fit_global_stats(
             logmel.log_mel(torch.from_numpy(w).to(device)).cpu() for w, _ in audio

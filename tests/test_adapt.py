@@ -222,3 +222,17 @@ def test_per_speaker_adaptation_removes_each_speakers_gain(student, corpora, tmp
     # spk1's 10 dB is gone once each speaker has their own statistics; one corpus's are not enough
     np.testing.assert_allclose(probs["mixed"], probs["clean"], atol=2e-3)
     assert np.abs(probs["mixed-corpus"] - probs["clean"]).max() > 1e-2
+
+
+def test_adapt_student_parts(student, corpora):
+    clean, _ = corpora
+    audio = DomainAudio(pd.read_parquet(clean), 3.0, 1.0, progress=False)
+    stats = {}
+    for parts in (("frontend",), ("batchnorm",)):
+        model, meta = load_checkpoint(student)
+        logmel = logmel_for(meta)
+        before = logmel.mean.clone(), model.convs[0].norm.running_mean.clone()
+        adapt_student(model, logmel, audio, parts)
+        stats[parts] = (not torch.equal(logmel.mean, before[0]),
+                        not torch.equal(model.convs[0].norm.running_mean, before[1]))  # fmt: skip
+    assert stats[("frontend",)] == (True, False) and stats[("batchnorm",)] == (False, True)

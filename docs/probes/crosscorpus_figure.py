@@ -23,8 +23,11 @@ def main() -> None:
     parser.add_argument("--title", default="UAR by corpus (fold means; dashed: chance)")
     args = parser.parse_args()
     df = pd.read_csv(args.table)
-    uar = {m: dict(zip(g["corpus"], g["uar"] / 100)) for m, g in df.groupby("model", sort=False)}
-    chance = dict(zip(df["corpus"], df["chance"] / 100))
+    uar = {
+        m: dict(zip(g["corpus"], g["uar"] / 100, strict=True))
+        for m, g in df.groupby("model", sort=False)
+    }
+    chance = dict(zip(df["corpus"], df["chance"] / 100, strict=True))
     args.output.write_bytes(corpus_bars_png(uar, chance, args.title))
     print(f"{len(uar)} models x {len(chance)} corpora -> {args.output}")
 
