@@ -81,6 +81,12 @@ class DomainAudio:
             raise ValueError(f"no audio to adapt to: {len(self.skipped)} of {len(rows)} unreadable")
 
 
+def _mean_var(n: int, total: torch.Tensor, squares: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mean and unbiased variance (float32) from a count, a sum and a sum of squares."""
+    mean = total / n
+    return mean.float(), ((squares - n * mean.square()).clamp_min(0) / max(1, n - 1)).float()
+
+
 class _Captured(Exception):
     """Ends a forward pass once a BatchNorm's input has been seen."""
 
@@ -122,12 +128,9 @@ def adapt_student(
                     pass
         finally:
             handle.remove()
-        n = sums["n"]
-        mean = sums["x"] / n
-        norm.running_mean.copy_(mean.float())
-        norm.running_var.copy_(
-            ((sums["x2"] - n * mean.square()).clamp_min(0) / max(1, n - 1)).float()
-        )
+        mean, var = _mean_var(sums["n"], sums["x"], sums["x2"])
+        norm.running_mean.copy_(mean)
+        norm.running_var.copy_(var)
 
 
 @torch.no_grad()
@@ -157,10 +160,9 @@ def adapt_teacher(teacher, audio: DomainAudio) -> None:
         total = flat.sum(0) if total is None else total + flat.sum(0)
         squares = flat.square().sum(0) if squares is None else squares + flat.square().sum(0)
         count += len(flat)
-    mean = total / count
-    var = (squares - count * mean.square()).clamp_min(0) / max(1, count - 1)
-    teacher.head.norm.running_mean.copy_(mean.float())
-    teacher.head.norm.running_var.copy_(var.float())
+    mean, var = _mean_var(count, total, squares)
+    teacher.head.norm.running_mean.copy_(mean)
+    teacher.head.norm.running_var.copy_(var)
     _mark(teacher, [mean, var])
 
 
@@ -196,6 +198,36 @@ def adapted_record(audio: DomainAudio, sources: list[str], seconds: float) -> di
     }
 
 
+def adapted_teacher(spec: str, df: pd.DataFrame, batch_size: int = 32, progress: bool = True,
+                    teacher=None, device: str = "cpu"):  # fmt: skip
+    """A teacher (loaded from ``spec``, or ``teacher`` adapted again in place) with its statistics
+    re-estimated on the clips of ``df``: (teacher, the DomainAudio it was adapted on)."""
+    from liser.teachers import load_audio_teacher
+
+    teacher = teacher or load_audio_teacher(str(spec), device=device)
+    audio = DomainAudio(df, teacher.window_seconds, teacher.hop_seconds, teacher.pad,
+                        batch_size, progress)  # fmt: skip
+    adapt_teacher(teacher, audio)
+    return teacher, audio
+
+
+def adapted_student(checkpoint, df: pd.DataFrame, batch_size: int = 32, progress: bool = True,
+                    window_seconds=None, hop_seconds=None):  # fmt: skip
+    """A student checkpoint's (unfused) model and meta with its statistics re-estimated on the
+    clips of ``df`` (``frontend_stats`` updated in the meta): (model, meta, DomainAudio)."""
+    from liser.checkpoint import load_checkpoint, logmel_for
+
+    model, meta = load_checkpoint(checkpoint)
+    logmel = logmel_for(meta)
+    spec = model.frontend.windows(hop_seconds, window_seconds)
+    audio = DomainAudio(df, spec.window_seconds, spec.hop_seconds, model.frontend.pad,
+                        batch_size, progress)  # fmt: skip
+    adapt_student(model, logmel, audio)
+    if meta.get("frontend_stats"):
+        meta = meta | {"frontend_stats": logmel.global_stats()}
+    return model, meta, audio
+
+
 def adapt_folder(
     source: str | Path, manifests: list, out: str | Path, progress: bool = True,
     batch_size: int = 32,
@@ -203,7 +235,7 @@ def adapt_folder(
     """``liser adapt``: a copy of a student checkpoint or fitted-teacher folder at ``out`` with
     its statistics re-estimated on the clips of ``manifests`` (paths or DataFrames; labels, if
     any, are ignored). Returns the record also stored in the copy's JSON (``adapted``)."""
-    from liser.checkpoint import load_checkpoint, logmel_for, save_checkpoint
+    from liser.checkpoint import save_checkpoint
     from liser.files import write_json
     from liser.manifest import read_manifest
 
@@ -219,12 +251,7 @@ def adapt_folder(
 
         from safetensors.torch import save_file
 
-        from liser.teachers import load_audio_teacher
-
-        teacher = load_audio_teacher(str(source))
-        audio = DomainAudio(df, teacher.window_seconds, teacher.hop_seconds, teacher.pad,
-                            batch_size, progress)  # fmt: skip
-        adapt_teacher(teacher, audio)
+        teacher, audio = adapted_teacher(source, df, batch_size, progress)
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(source, out, ignore=shutil.ignore_patterns("resume.*", "eval*"))
@@ -235,13 +262,7 @@ def adapt_folder(
         record = adapted_record(audio, [str(n) for n in names], time.time() - started)
         write_json(out / "teacher.json", meta | {ADAPTED_KEY: record}, indent=2)
         return record
-    model, meta = load_checkpoint(source)
-    logmel = logmel_for(meta)
-    spec = model.frontend.windows()
-    audio = DomainAudio(df, spec.window_seconds, spec.hop_seconds, model.frontend.pad,
-                        batch_size, progress)  # fmt: skip
-    adapt_student(model, logmel, audio)
+    model, meta, audio = adapted_student(source, df, batch_size, progress)
     record = adapted_record(audio, [str(n) for n in names], time.time() - started)
-    stats = {"frontend_stats": logmel.global_stats()} if meta.get("frontend_stats") else {}
-    save_checkpoint(out, model, meta | stats | {ADAPTED_KEY: record})
+    save_checkpoint(out, model, meta | {ADAPTED_KEY: record})
     return record

@@ -42,7 +42,7 @@ def evaluate_checkpoint(
     predictor, record = scorer_for(checkpoint, df, options, adapt, progress)
     out = Path(out_dir) if out_dir else _checkpoint_folder(checkpoint) / f"eval-{name}"
     metrics = score_manifest(predictor, df, name, rules, progress)
-    mark_adapted(metrics, predictor.record() if hasattr(predictor, "record") else record)
+    mark_adapted(metrics, predictor, record)
     metrics["checkpoint"] = str(checkpoint)
     write_report(metrics, out, rows=metrics.pop("_rows"), probs=metrics.pop("_probs"))
     return metrics
@@ -74,7 +74,7 @@ def evaluate_corpora(
         if adapt:
             predictor, record = scorer_for(checkpoint, df, options, adapt, progress)
         metrics = score_manifest(predictor, df, name, rules, progress)
-        mark_adapted(metrics, predictor.record() if hasattr(predictor, "record") else record)
+        mark_adapted(metrics, predictor, record)
         metrics["checkpoint"] = str(checkpoint)
         write_report(metrics, out / name, rows=metrics.pop("_rows"), probs=metrics.pop("_probs"))
         rows.append({"corpus": name, "uar": metrics["uar"], "war": metrics["war"],

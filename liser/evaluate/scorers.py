@@ -44,26 +44,16 @@ def adapted_scorer(checkpoint, df: pd.DataFrame, options: ScoringOptions = Scori
     """``load_scorer`` with the model's statistics re-estimated on the clips of ``df`` first:
     (scorer, the adaptation's record). ``scorer``: a teacher scorer made before, adapted again
     (its statistics are overwritten whole), instead of loading the model once more."""
-    from liser.adapt import DomainAudio, adapt_student, adapt_teacher, adapted_record
-    from liser.checkpoint import load_checkpoint, logmel_for
+    from liser.adapt import adapted_record, adapted_student, adapted_teacher
     from liser.deploy.predictor import Predictor
 
     o, started = options, time.time()
     if is_teacher(checkpoint):
         scorer = scorer or load_scorer(checkpoint, options)
-        teacher = scorer.teacher
-        audio = DomainAudio(df, scorer.window_seconds, scorer.hop_seconds, teacher.pad,
-                            o.batch_size, progress)  # fmt: skip
-        adapt_teacher(teacher, audio)
+        _, audio = adapted_teacher(checkpoint, df, o.batch_size, progress, teacher=scorer.teacher)
     else:
-        model, meta = load_checkpoint(checkpoint)
-        logmel = logmel_for(meta)
-        spec = model.frontend.windows(o.hop_seconds, o.window_seconds)
-        audio = DomainAudio(df, spec.window_seconds, spec.hop_seconds, model.frontend.pad,
-                            o.batch_size, progress)  # fmt: skip
-        adapt_student(model, logmel, audio)
-        if meta.get("frontend_stats"):
-            meta = meta | {"frontend_stats": logmel.global_stats()}
+        model, meta, audio = adapted_student(checkpoint, df, o.batch_size, progress,
+                                             o.window_seconds, o.hop_seconds)  # fmt: skip
         scorer = Predictor(model, meta, o.device, o.window_seconds, o.hop_seconds, o.batch_size)
     return scorer, adapted_record(audio, ["the corpus scored"], time.time() - started)
 
@@ -128,8 +118,10 @@ def stored_adaptation(checkpoint) -> dict | None:
     return None
 
 
-def mark_adapted(metrics: dict, record: dict | None) -> None:
-    """State an adaptation in the metrics and in the rules every report prints."""
+def mark_adapted(metrics: dict, scorer, record: dict | None) -> None:
+    """State an adaptation (``record``, or a per-speaker scorer's own) in the metrics and in the
+    rules every report prints."""
+    record = scorer.record() if isinstance(scorer, SpeakerAdapted) else record
     if record:
         metrics["adapted"] = record
         on = record["on"]

@@ -218,17 +218,14 @@ def _fit_audio(teacher, folded: dict, seed: int, folder: Path, progress: bool):
 def _adapted(spec: str, src: Path, teacher: ExperimentTeacherConfig, progress: bool):
     """The teacher with its statistics re-estimated on the source's audio (``teacher.adapt``),
     and the adaptation's record."""
-    from liser.adapt import DomainAudio, adapt_teacher, adapted_record
+    from liser.adapt import adapted_record, adapted_teacher
     from liser.manifest import read_manifest
-    from liser.teachers import load_audio_teacher
 
     if src.is_dir():
         raise ValueError(f"teacher.adapt needs a manifest of the unlabeled clips, not {src}/")
     started = time.perf_counter()
-    model = load_audio_teacher(spec, device=teacher.label.device)
-    audio = DomainAudio(read_manifest(src), model.window_seconds, model.hop_seconds, model.pad,
-                        progress=progress)  # fmt: skip
-    adapt_teacher(model, audio)
+    model, audio = adapted_teacher(spec, read_manifest(src), progress=progress,
+                                   device=teacher.label.device)  # fmt: skip
     return model, adapted_record(audio, [str(src)], time.perf_counter() - started)
 
 
